@@ -1,0 +1,2 @@
+//! sessionmesh: a session cluster with no external store.
+pub mod config;
