@@ -1,2 +1,28 @@
 //! sessionmesh: a session cluster with no external store.
+//!
+//! Architecture in ten lines:
+//! - [`membership`]: nodes find each other by chitchat gossip and publish their
+//!   addresses and status (`joining` → `ready` → `leaving`).
+//! - [`ring`]: the `ready` members form a consistent-hash ring (explicit virtual
+//!   nodes, the same on every node); the first node clockwise from a session id's
+//!   hash owns the session.
+//! - [`routing`]: a request naming a session is served here when this node owns it,
+//!   else forwarded once to the owner's internal listener ([`peer_client`]).
+//! - [`session`]: the owner keeps sessions in memory with a sliding idle TTL.
+//! - [`http`]: public pages and JSON API, cluster/health routes, the internal
+//!   listener (every request signed with the cluster secret, see [`auth`]).
+//! - [`node`]: start-up in order, graceful leave in reverse; [`config`] is parsed once.
+
+pub mod auth;
 pub mod config;
+pub mod cookie;
+pub mod http;
+pub mod membership;
+pub mod node;
+pub mod peer_client;
+pub mod ring;
+pub mod routing;
+pub mod session;
+
+pub use config::Config;
+pub use node::{start, BoundAddrs, Node, NodeHandle};

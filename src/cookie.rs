@@ -1,0 +1,152 @@
+//! The signed session cookie: `<session id>.<HMAC-SHA256(cookie_secret, id)>`.
+//!
+//! A tampered, unknown or malformed cookie decodes to "no session": the visitor is a
+//! Guest, never an error. The tag is truncated to 128 bits (22 base64 characters).
+
+use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite as CookieSameSite};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::config::{Config, SameSite, Secret};
+use crate::session::SessionId;
+
+const TAG_BYTES: usize = 16;
+
+/// Encodes and checks session cookies with the cluster's cookie secret.
+#[derive(Clone)]
+pub struct CookieCodec {
+    name: String,
+    secure: bool,
+    same_site: CookieSameSite,
+    secret: Secret,
+}
+
+impl CookieCodec {
+    pub fn new(config: &Config) -> CookieCodec {
+        CookieCodec {
+            name: config.cookie_name.clone(),
+            secure: config.cookie_secure,
+            same_site: match config.cookie_same_site {
+                SameSite::Strict => CookieSameSite::Strict,
+                SameSite::Lax => CookieSameSite::Lax,
+                SameSite::None => CookieSameSite::None,
+            },
+            secret: config.cookie_secret.clone(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn tag(&self, id: &SessionId) -> [u8; TAG_BYTES] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.expose())
+            .expect("HMAC accepts keys of any length");
+        mac.update(id.as_bytes());
+        let full = mac.finalize().into_bytes();
+        let mut tag = [0u8; TAG_BYTES];
+        tag.copy_from_slice(&full[..TAG_BYTES]);
+        tag
+    }
+
+    /// The cookie value for `id`.
+    pub fn encode(&self, id: &SessionId) -> String {
+        format!("{}.{}", id, URL_SAFE_NO_PAD.encode(self.tag(id)))
+    }
+
+    /// The session id of a cookie value, if its signature is valid.
+    pub fn decode(&self, value: &str) -> Option<SessionId> {
+        let (id, tag) = value.split_once('.')?;
+        let id = SessionId::parse(id)?;
+        let mut given = [0u8; TAG_BYTES];
+        if URL_SAFE_NO_PAD.decode_slice(tag, &mut given).ok()? != TAG_BYTES {
+            return None;
+        }
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.expose())
+            .expect("HMAC accepts keys of any length");
+        mac.update(id.as_bytes());
+        // Constant-time comparison of the truncated tag.
+        mac.verify_truncated_left(&given).ok()?;
+        Some(id)
+    }
+
+    /// The session id named by a request's cookie, if any and valid.
+    pub fn from_request(&self, req: &actix_web::HttpRequest) -> Option<SessionId> {
+        let cookie = req.cookie(&self.name)?;
+        self.decode(cookie.value())
+    }
+
+    /// The `Set-Cookie` for a session.
+    pub fn cookie(&self, id: &SessionId) -> Cookie<'static> {
+        Cookie::build(self.name.clone(), self.encode(id))
+            .path("/")
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(self.same_site)
+            .finish()
+    }
+
+    /// A `Set-Cookie` that makes the browser forget the session.
+    pub fn removal(&self) -> Cookie<'static> {
+        let mut cookie = Cookie::build(self.name.clone(), "")
+            .path("/")
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(self.same_site)
+            .max_age(CookieDuration::ZERO)
+            .finish();
+        cookie.make_removal();
+        cookie
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codec(secret: &str) -> CookieCodec {
+        let config = Config {
+            cookie_secret: Secret::new(secret.as_bytes().to_vec()),
+            ..Config::default()
+        };
+        CookieCodec::new(&config)
+    }
+
+    #[test]
+    fn a_signed_cookie_round_trips() {
+        let c = codec("0123456789abcdef0123456789abcdef");
+        let id = SessionId::random();
+        assert_eq!(c.decode(&c.encode(&id)), Some(id));
+    }
+
+    #[test]
+    fn tampered_or_foreign_cookies_are_rejected() {
+        let c = codec("0123456789abcdef0123456789abcdef");
+        let other = codec("another-secret-another-secret-xx");
+        let id = SessionId::random();
+        let value = c.encode(&id);
+        assert_eq!(other.decode(&value), None, "signed with another secret");
+        let other_id = SessionId::random();
+        let swapped = format!("{}.{}", other_id, value.split_once('.').unwrap().1);
+        assert_eq!(c.decode(&swapped), None, "signature of another id");
+        let mut flipped = value.clone().into_bytes();
+        let last = flipped.len() - 2;
+        flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(c.decode(std::str::from_utf8(&flipped).unwrap()), None);
+        for garbage in ["", ".", "abc", "x.y.z", &id.to_string()] {
+            assert_eq!(c.decode(garbage), None, "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn the_cookie_has_the_documented_attributes() {
+        let c = codec("0123456789abcdef0123456789abcdef");
+        let cookie = c.cookie(&SessionId::random());
+        assert_eq!(cookie.name(), "SESSION");
+        assert_eq!(cookie.http_only(), Some(true));
+        assert_eq!(cookie.same_site(), Some(CookieSameSite::Lax));
+        assert_eq!(cookie.path(), Some("/"));
+    }
+}

@@ -1,0 +1,63 @@
+//! Operator routes on the public listener: cluster view and health.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use crate::membership::Status;
+use crate::node::Node;
+use crate::session::now_millis;
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/cluster", web::get().to(cluster))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz));
+}
+
+/// `GET /api/cluster`: this node's view of the cluster.
+async fn cluster(node: web::Data<Node>) -> HttpResponse {
+    let view = node.view();
+    let members = node.membership().report().await;
+    let copies = node.config().replication_factor.get();
+    let (mut owned, mut replica, mut other) = (0u64, 0u64, 0u64);
+    node.store().for_each_id(now_millis(), |id| {
+        let mut list = view.ring.preference_list(id.as_bytes(), copies);
+        match list.position(|n| &**n == node.id()) {
+            Some(0) => owned += 1,
+            Some(_) => replica += 1,
+            None => other += 1,
+        }
+    });
+    let shares = view.ring.shares();
+    HttpResponse::Ok().json(json!({
+        "node_id": node.id(),
+        "generation": node.generation(),
+        "status": node.status(),
+        "members": members,
+        "ring": {
+            "fingerprint": view.ring.fingerprint(),
+            "vnodes_per_node": view.ring.vnodes_per_node(),
+            "replication_factor": copies,
+            "nodes": view.ring.nodes(),
+            "shares": shares,
+        },
+        "sessions": { "owned": owned, "replica": replica, "other": other },
+    }))
+}
+
+/// `GET /healthz`: 200 while the process runs.
+async fn healthz(node: web::Data<Node>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok", "node_id": node.id()}))
+}
+
+/// `GET /readyz`: 200 only while this node is `ready` and in its own ring.
+async fn readyz(node: web::Data<Node>) -> HttpResponse {
+    let status = node.status();
+    let in_ring = node.view().ring.contains(node.id());
+    let code = if status == Status::Ready && in_ring {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    HttpResponse::build(code).json(json!({"status": status, "in_ring": in_ring, "node_id": node.id()}))
+}

@@ -1,0 +1,275 @@
+//! The HTTP side: public routes (pages, session API, cluster and health), the
+//! internal listener, and the pieces they share (errors, body limits, routing to
+//! the owner).
+//!
+//! The same session routes serve both listeners: on the public one they forward to
+//! the session's owner when this node does not own it; on the internal one (under
+//! [`FORWARD_PREFIX`], behind the cluster-secret check) they always serve locally.
+
+mod admin;
+mod api;
+mod internal;
+mod pages;
+
+use std::sync::Arc;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::node::Node;
+use crate::peer_client::{PeerClient, FORWARD_PREFIX};
+use crate::routing::{self, Route};
+use crate::session::SessionId;
+
+pub use internal::Forwarded;
+
+/// Header naming the node that served a response.
+pub const SERVED_BY: &str = "x-served-by";
+
+/// An error answer: `{"error": code, "message": text}` with a fitting status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn owner_unavailable(owner: &str) -> ApiError {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "owner_unavailable",
+                format!("the node that owns this session ({owner}) cannot be reached"),
+            )
+        }
+    }
+
+    pub fn owner_failed(owner: &str, error: &dyn std::fmt::Display) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "owner_failed",
+            format!("forwarding to the owner ({owner}) failed: {error}"),
+        )
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.json(json!({"error": self.code, "message": self.message}))
+    }
+}
+
+/// Everything a session handler needs.
+pub(crate) struct Ctx {
+    pub req: HttpRequest,
+    pub node: web::Data<Node>,
+    pub peers: web::Data<PeerClient>,
+}
+
+impl Ctx {
+    /// Whether this request came from a peer (and so must be served here).
+    pub fn forwarded(&self) -> bool {
+        self.req.extensions().contains::<Forwarded>()
+    }
+
+    /// Runs `local` here when this node should serve `id`, else forwards the
+    /// request (with `body`) to the owner and relays its answer.
+    pub async fn on_owner(
+        &self,
+        id: &SessionId,
+        body: Bytes,
+        local: impl FnOnce() -> Result<HttpResponse, ApiError>,
+    ) -> Result<HttpResponse, ApiError> {
+        let target = {
+            let view = self.node.view();
+            match routing::route(&view.ring, id.as_bytes(), self.node.id(), self.forwarded()) {
+                Route::Local => None,
+                Route::Forward(owner) => Some(match view.member(owner) {
+                    Some(member) => (owner.clone(), member.internal_addr.clone()),
+                    None => return Err(ApiError::owner_unavailable(owner)),
+                }),
+            }
+        };
+        match target {
+            None => local(),
+            Some((owner, addr)) => self.peers.forward(&owner, &addr, &self.req, body).await,
+        }
+    }
+
+    /// Creates a session on this node when it can own one, else forwards the
+    /// request to the owner of a random id, which mints one of its own.
+    pub async fn create(
+        &self,
+        body: Bytes,
+        local: impl FnOnce(SessionId) -> Result<HttpResponse, ApiError>,
+    ) -> Result<HttpResponse, ApiError> {
+        match self.node.mint_owned_id() {
+            Some(id) => local(id),
+            None if self.forwarded() || self.node.view().ring.is_empty() => local(SessionId::random()),
+            None => {
+                let any = SessionId::random();
+                self.on_owner(&any, body, || local(any)).await
+            }
+        }
+    }
+}
+
+/// Reads a request body of at most `limit` bytes; 413 past that.
+pub(crate) async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body exceeds max_session_bytes ({limit} bytes)"),
+        )
+    };
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > limit {
+            return Err(too_large());
+        }
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request("bad_body", format!("could not read the request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// JSON 404 for any unknown route.
+async fn no_route(req: HttpRequest) -> HttpResponse {
+    ApiError::not_found("no_route", format!("no route for {} {}", req.method(), req.path())).error_response()
+}
+
+/// JSON 405 for a known path with another method.
+async fn wrong_method(req: HttpRequest) -> HttpResponse {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not allowed on {}", req.method(), req.path()),
+    )
+    .error_response()
+}
+
+/// Routes that name a session: served on the public listener, and forwarded
+/// to the internal one under [`FORWARD_PREFIX`].
+fn session_routes(cfg: &mut web::ServiceConfig) {
+    pages::routes(cfg);
+    api::routes(cfg);
+}
+
+/// The public application (browsers, back-end services, operators).
+pub fn public_app(
+    node: web::Data<Node>,
+    peers: web::Data<PeerClient>,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let served_by = DefaultHeaders::new().add((SERVED_BY, node.id().to_owned()));
+    actix_web::App::new()
+        .app_data(node)
+        .app_data(peers)
+        .wrap(served_by)
+        .configure(session_routes)
+        .configure(admin::routes)
+        .default_service(web::to(no_route))
+}
+
+/// The internal application (peers only, every request signed).
+pub fn internal_app(
+    node: web::Data<Node>,
+    peers: web::Data<PeerClient>,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let served_by = DefaultHeaders::new().add((SERVED_BY, node.id().to_owned()));
+    let signer = Arc::new(node.signer().clone());
+    actix_web::App::new()
+        .app_data(node)
+        .app_data(peers)
+        .wrap(actix_web::middleware::from_fn(move |req, next| internal::authenticate(signer.clone(), req, next)))
+        .wrap(served_by)
+        .service(web::scope(FORWARD_PREFIX).configure(session_routes))
+        .configure(internal::routes)
+        .default_service(web::to(no_route))
+}
+
+impl actix_web::FromRequest for Ctx {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Ctx, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let node = req.app_data::<web::Data<Node>>().cloned();
+        let peers = req.app_data::<web::Data<PeerClient>>().cloned();
+        std::future::ready(match (node, peers) {
+            (Some(node), Some(peers)) => Ok(Ctx {
+                req: req.clone(),
+                node,
+                peers,
+            }),
+            _ => Err(actix_web::error::ErrorInternalServerError("application state missing")),
+        })
+    }
+}

@@ -1,0 +1,169 @@
+//! The demo application's pages: the Ktor example's login flow, served by the
+//! session's owner.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{read_body, ApiError, Ctx};
+use crate::session::{now_millis, to_raw, Session};
+
+/// Longest accepted login name, in characters.
+const MAX_NAME_CHARS: usize = 256;
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/").get(home).default_service(web::to(super::wrong_method)))
+        .service(
+            web::resource("/login")
+                .get(login)
+                .post(login)
+                .default_service(web::to(super::wrong_method)),
+        )
+        .service(
+            web::resource("/logout")
+                .get(logout)
+                .post(logout)
+                .default_service(web::to(super::wrong_method)),
+        );
+}
+
+/// Escapes text for HTML element content and attribute values.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn page(node_id: &str, name: Option<&str>) -> String {
+    let (greeting, form) = match name {
+        Some(name) => (
+            format!("Hello, {}", escape(name)),
+            r#"<form method="post" action="/logout"><button type="submit">Log out</button></form>"#.to_owned(),
+        ),
+        None => (
+            "Hello, Guest".to_owned(),
+            r#"<form method="post" action="/login"><label>Name <input name="name" autofocus></label> <button type="submit">Log in</button></form>"#.to_owned(),
+        ),
+    };
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>sessionmesh</title></head>\
+<body><h1 id=\"greeting\">{greeting}</h1>{form}<p>Served by <code id=\"served-by\">{node}</code>.</p></body></html>\n",
+        node = escape(node_id)
+    )
+}
+
+fn html(body: String) -> HttpResponse {
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(body)
+}
+
+/// `GET /`: greets the session's name, or the Guest.
+async fn home(ctx: Ctx) -> Result<HttpResponse, ApiError> {
+    let node = ctx.node.clone();
+    let Some(id) = node.cookies().from_request(&ctx.req) else {
+        return Ok(html(page(node.id(), None)));
+    };
+    ctx.on_owner(&id, Default::default(), || {
+        let name = node.store().read(&id, now_millis(), |s| s.data_str("name")).flatten();
+        Ok(html(page(node.id(), name.as_deref())))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    name: Option<String>,
+}
+
+/// `GET /login?name=` and `POST /login` (form field `name`): a new session
+/// holding the name (a new id on every login, against session fixation).
+async fn login(ctx: Ctx, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+    let node = ctx.node.clone();
+    let body = read_body(&ctx.req, payload, node.config().max_session_bytes).await?;
+    let is_post = ctx.req.method() == actix_web::http::Method::POST;
+    let form: LoginForm = if is_post {
+        serde_urlencoded::from_bytes(&body)
+    } else {
+        serde_urlencoded::from_str(ctx.req.query_string())
+    }
+    .map_err(|e| ApiError::bad_request("bad_form", format!("could not parse the login form: {e}")))?;
+    let name = form.name.map(|n| n.trim().to_owned()).unwrap_or_default();
+    if name.is_empty() {
+        return Err(ApiError::bad_request("missing_name", "give a name: /login?name=<name>"));
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::bad_request(
+            "name_too_long",
+            format!("a name has at most {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    ctx.create(body, |id| {
+        let now = now_millis();
+        let data = json!({ "name": name });
+        let data = data.as_object().map(to_raw).unwrap_or_else(crate::session::empty_object);
+        if !node.store().insert_new(id, Session::new(data, node.config().session_ttl, now), now) {
+            return Err(ApiError::new(StatusCode::CONFLICT, "id_collision", "session id already in use; retry"));
+        }
+        let cookie = node.cookies().cookie(&id);
+        Ok(if is_post {
+            HttpResponse::SeeOther()
+                .cookie(cookie)
+                .insert_header((header::LOCATION, "/"))
+                .content_type("text/plain; charset=utf-8")
+                .body("Login successful.")
+        } else {
+            HttpResponse::Ok()
+                .cookie(cookie)
+                .content_type("text/plain; charset=utf-8")
+                .body("Login successful.")
+        })
+    })
+    .await
+}
+
+/// `GET|POST /logout`: deletes the session and expires the cookie.
+async fn logout(ctx: Ctx) -> Result<HttpResponse, ApiError> {
+    let node = ctx.node.clone();
+    let done = |node: &crate::node::Node| {
+        HttpResponse::Ok()
+            .cookie(node.cookies().removal())
+            .content_type("text/plain; charset=utf-8")
+            .body("Logged out.")
+    };
+    let Some(id) = node.cookies().from_request(&ctx.req) else {
+        return Ok(done(&node));
+    };
+    ctx.on_owner(&id, Default::default(), || {
+        let _ = node.store().remove(&id, now_millis(), None);
+        Ok(done(&node))
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_escaped() {
+        let html = page("n1", Some("<script>alert('x')</script>"));
+        assert!(html.contains("Hello, &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
+        assert!(!html.contains("<script>"));
+    }
+
+    #[test]
+    fn guests_get_the_login_form() {
+        let html = page("n1", None);
+        assert!(html.contains("Hello, Guest"));
+        assert!(html.contains(r#"action="/login""#));
+    }
+}

@@ -1,0 +1,264 @@
+//! Cluster membership over chitchat gossip, published as immutable [`ClusterView`]s.
+//!
+//! Each node gossips its advertised addresses and [`Status`]; the failure detector
+//! decides liveness. A background task turns every change of chitchat's live-node
+//! set into a typed view (one member per node id, highest generation wins) and a
+//! ring of the `ready` members, rebuilt only when that set changes. Request handlers
+//! read the current view through an `ArcSwap`: no lock on the hot path.
+
+mod member;
+
+pub use member::{latest_generations, live_members, Member, Status, KEY_INTERNAL_ADDR, KEY_PUBLIC_ADDR, KEY_STATUS};
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use chitchat::transport::UdpTransport;
+use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::ring::{NodeId, Ring};
+
+/// What membership needs to start.
+#[derive(Clone, Debug)]
+pub struct MembershipConfig {
+    pub node_id: String,
+    pub generation: u64,
+    pub cluster_id: String,
+    pub gossip_listen: SocketAddr,
+    pub gossip_advertise: SocketAddr,
+    pub seeds: Vec<String>,
+    pub gossip_interval: Duration,
+    pub dead_node_grace: Duration,
+    pub public_advertise: String,
+    pub internal_advertise: String,
+    pub vnodes: u32,
+    pub replication_factor: usize,
+    pub initial_status: Status,
+}
+
+/// One immutable snapshot of the cluster as this node sees it.
+#[derive(Debug)]
+pub struct ClusterView {
+    pub self_id: NodeId,
+    /// Live members, latest generation of each node id.
+    pub members: HashMap<NodeId, Member>,
+    /// The ring of the `ready` members.
+    pub ring: Arc<Ring>,
+    /// Increases with every published view.
+    pub epoch: u64,
+}
+
+impl ClusterView {
+    fn build(self_id: NodeId, members: HashMap<NodeId, Member>, previous: Option<&ClusterView>, vnodes: u32, copies: usize) -> ClusterView {
+        let ready: BTreeSet<NodeId> = members
+            .values()
+            .filter(|m| m.status == Status::Ready)
+            .map(|m| m.node_id.clone())
+            .collect();
+        let ring = match previous {
+            Some(prev) if prev.ring.nodes().iter().eq(ready.iter()) => prev.ring.clone(),
+            _ => Arc::new(Ring::new(ready, vnodes, copies)),
+        };
+        ClusterView {
+            self_id,
+            members,
+            ring,
+            epoch: previous.map_or(0, |p| p.epoch + 1),
+        }
+    }
+
+    pub fn member(&self, node_id: &str) -> Option<&Member> {
+        self.members.get(node_id)
+    }
+}
+
+/// A member as `/api/cluster` reports it: live or not.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberReport {
+    #[serde(flatten)]
+    pub member: Member,
+    pub live: bool,
+}
+
+/// The running membership service.
+pub struct Membership {
+    chitchat: ChitchatHandle,
+    view: Arc<ArcSwap<ClusterView>>,
+    changes: watch::Receiver<Arc<ClusterView>>,
+    stop: CancellationToken,
+    task: parking_lot::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Membership {
+    /// Starts gossip on `config.gossip_listen` and the view-publishing task.
+    pub async fn start(config: MembershipConfig) -> anyhow::Result<Membership> {
+        let self_id: NodeId = config.node_id.as_str().into();
+        let chitchat_id = ChitchatId::new(config.node_id.clone(), config.generation, config.gossip_advertise);
+        let failure_detector_config = FailureDetectorConfig {
+            // Lower than chitchat's default of 8 so that a dead node is noticed in
+            // seconds; heartbeats arrive every gossip interval.
+            phi_threshold: 6.0,
+            sampling_window_size: 1_000,
+            max_interval: Duration::from_secs(10),
+            initial_interval: config.gossip_interval,
+            dead_node_grace_period: config.dead_node_grace,
+        };
+        let chitchat_config = ChitchatConfig {
+            chitchat_id,
+            cluster_id: config.cluster_id.clone(),
+            gossip_interval: config.gossip_interval,
+            listen_addr: config.gossip_listen,
+            seed_nodes: config.seeds.clone(),
+            failure_detector_config,
+            marked_for_deletion_grace_period: config.dead_node_grace,
+            catchup_callback: None,
+            // Half-known nodes (without addresses and status) are never live.
+            extra_liveness_predicate: Some(Box::new(|state| {
+                state.contains_key(KEY_PUBLIC_ADDR) && state.contains_key(KEY_INTERNAL_ADDR) && state.contains_key(KEY_STATUS)
+            })),
+            protocol_version: chitchat::ProtocolVersion::V0,
+        };
+        let initial = vec![
+            (KEY_PUBLIC_ADDR.to_owned(), config.public_advertise.clone()),
+            (KEY_INTERNAL_ADDR.to_owned(), config.internal_advertise.clone()),
+            (KEY_STATUS.to_owned(), config.initial_status.as_str().to_owned()),
+        ];
+        let chitchat = spawn_chitchat(chitchat_config, initial, &UdpTransport)
+            .await
+            .with_context(|| format!("starting gossip on {}", config.gossip_listen))?;
+
+        let copies = config.replication_factor.max(1);
+        let first = {
+            let cc = chitchat.chitchat();
+            let guard = cc.lock().await;
+            let live = guard.live_nodes_watcher().borrow().clone();
+            let mut members = live_members(&live);
+            // Until the first gossip round, the live set may not include ourselves yet.
+            members.entry(self_id.clone()).or_insert_with(|| Member {
+                node_id: self_id.clone(),
+                generation: config.generation,
+                public_addr: config.public_advertise.clone(),
+                internal_addr: config.internal_advertise.clone(),
+                gossip_addr: config.gossip_advertise,
+                status: config.initial_status,
+            });
+            Arc::new(ClusterView::build(self_id.clone(), members, None, config.vnodes, copies))
+        };
+        let view = Arc::new(ArcSwap::new(first.clone()));
+        let (tx, changes) = watch::channel(first);
+        let stop = CancellationToken::new();
+        let mut live_rx = chitchat.chitchat().lock().await.live_nodes_watcher();
+        let task = tokio::spawn({
+            let view = view.clone();
+            let stop = stop.clone();
+            let vnodes = config.vnodes;
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        changed = live_rx.changed() => if changed.is_err() { break },
+                    }
+                    let members = live_members(&live_rx.borrow_and_update());
+                    let previous = view.load_full();
+                    let next = Arc::new(ClusterView::build(self_id.clone(), members, Some(&previous), vnodes, copies));
+                    log_changes(&previous, &next);
+                    view.store(next.clone());
+                    let _ = tx.send(next);
+                }
+            }
+        });
+        Ok(Membership {
+            chitchat,
+            view,
+            changes,
+            stop,
+            task: parking_lot::Mutex::new(Some(task)),
+        })
+    }
+
+    /// The current view (cheap: an atomic load).
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.load_full()
+    }
+
+    /// The shared cell holding the current view, for hot paths that want `load()`.
+    pub fn view_cell(&self) -> &Arc<ArcSwap<ClusterView>> {
+        &self.view
+    }
+
+    /// A stream of views, for waiting on a condition.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterView>> {
+        self.changes.clone()
+    }
+
+    /// Gossips a new status for this node.
+    pub async fn set_status(&self, status: Status) {
+        self.chitchat
+            .with_chitchat(|c| c.self_node_state().set(KEY_STATUS, status.as_str()))
+            .await;
+    }
+
+    /// Every node gossip knows of, live or not (the latest generation of each).
+    pub async fn report(&self) -> Vec<MemberReport> {
+        self.chitchat
+            .with_chitchat(|c| {
+                let live: std::collections::HashSet<ChitchatId> = c.live_nodes().cloned().collect();
+                let known = latest_generations(c.node_states().iter());
+                let mut out: Vec<MemberReport> = known
+                    .into_values()
+                    .map(|member| {
+                        let is_live = live.iter().any(|id| *id.node_id == *member.node_id && id.generation_id == member.generation);
+                        MemberReport { member, live: is_live }
+                    })
+                    .collect();
+                out.sort_by(|a, b| a.member.node_id.cmp(&b.member.node_id));
+                out
+            })
+            .await
+    }
+
+    /// Stops publishing views and shuts gossip down.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        let task = self.task.lock().take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        if self.chitchat.initiate_shutdown().is_ok() {
+            if let Err(error) = self.chitchat.termination_watcher().await {
+                tracing::warn!(%error, "gossip did not shut down cleanly");
+            }
+        }
+    }
+}
+
+fn log_changes(previous: &ClusterView, next: &ClusterView) {
+    for (id, member) in &next.members {
+        match previous.members.get(id) {
+            None => tracing::info!(node = %id, generation = member.generation, status = %member.status, "member joined"),
+            Some(old) if old.generation != member.generation => {
+                tracing::info!(node = %id, generation = member.generation, "member restarted")
+            }
+            Some(old) if old.status != member.status => {
+                tracing::info!(node = %id, from = %old.status, to = %member.status, "member status changed")
+            }
+            _ => {}
+        }
+    }
+    for id in previous.members.keys() {
+        if !next.members.contains_key(id) {
+            tracing::info!(node = %id, "member gone");
+        }
+    }
+    if !Arc::ptr_eq(&previous.ring, &next.ring) {
+        tracing::info!(members = next.ring.nodes().len(), fingerprint = next.ring.fingerprint(), "ring changed");
+    }
+}

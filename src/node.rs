@@ -1,0 +1,358 @@
+//! A sessionmesh node: start-up in order, graceful leave in reverse order.
+//!
+//! Start: bind the listeners (port 0 allowed), start gossip as `joining`, start the
+//! public and internal HTTP servers and the expiry purge, then announce `ready`.
+//! Leave: announce `leaving` (peers drop the node from their rings and `/readyz`
+//! turns 503), keep serving for a few gossip rounds, stop the HTTP servers letting
+//! in-flight requests finish, then stop the purge task and gossip.
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, HttpServer};
+use anyhow::Context;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Signer;
+use crate::config::Config;
+use crate::cookie::CookieCodec;
+use crate::http;
+use crate::membership::{ClusterView, Membership, MembershipConfig, Status};
+use crate::peer_client::PeerClient;
+use crate::ring::NodeId;
+use crate::routing;
+use crate::session::{now_millis, SessionId, Store};
+
+/// How long one pass of the expiry purge over every store shard takes.
+const PURGE_SWEEP: Duration = Duration::from_secs(10);
+
+/// The shared state of a running node, handed to every request handler.
+pub struct Node {
+    config: Config,
+    id: NodeId,
+    generation: u64,
+    store: Store,
+    membership: Membership,
+    cookies: CookieCodec,
+    signer: Signer,
+    status: AtomicU8,
+}
+
+impl Node {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn cookies(&self) -> &CookieCodec {
+        &self.cookies
+    }
+
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The current cluster view (ring and members).
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.membership.view()
+    }
+
+    /// This node's own status (what it gossips).
+    pub fn status(&self) -> Status {
+        match self.status.load(Ordering::Acquire) {
+            0 => Status::Joining,
+            1 => Status::Ready,
+            _ => Status::Leaving,
+        }
+    }
+
+    async fn set_status(&self, status: Status) {
+        let code = match status {
+            Status::Joining => 0,
+            Status::Ready => 1,
+            Status::Leaving => 2,
+        };
+        self.status.store(code, Ordering::Release);
+        self.membership.set_status(status).await;
+    }
+
+    /// A fresh id that this node owns in its current ring, so that creating the
+    /// session needs no forward. `None` when this node is not in the ring.
+    pub fn mint_owned_id(&self) -> Option<SessionId> {
+        let view = self.view();
+        if !view.ring.contains(&self.id) {
+            return None;
+        }
+        // Each try succeeds with probability ~1/N; 64·N tries fail with
+        // probability ~e^-64.
+        let tries = 64 * view.ring.nodes().len().max(1);
+        (0..tries)
+            .map(|_| SessionId::random())
+            .find(|id| routing::owns(&view.ring, id.as_bytes(), &self.id))
+    }
+}
+
+/// The addresses a started node actually listens on.
+#[derive(Clone, Copy, Debug)]
+pub struct BoundAddrs {
+    pub public: SocketAddr,
+    pub internal: SocketAddr,
+    pub gossip: SocketAddr,
+}
+
+/// A running node and the handles to stop it.
+pub struct NodeHandle {
+    node: web::Data<Node>,
+    addrs: BoundAddrs,
+    public: ServerHandle,
+    internal: ServerHandle,
+    servers: Vec<JoinHandle<std::io::Result<()>>>,
+    purge_stop: CancellationToken,
+    purge: JoinHandle<()>,
+}
+
+impl NodeHandle {
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    pub fn addrs(&self) -> BoundAddrs {
+        self.addrs
+    }
+
+    /// Leaves the cluster gracefully (see the module doc); bounded by
+    /// `shutdown_grace` plus gossip shutdown.
+    pub async fn shutdown(self) {
+        let grace = self.node.config.shutdown_grace;
+        tracing::info!(node = %self.node.id, "leaving the cluster");
+        self.node.set_status(Status::Leaving).await;
+        // Keep serving while peers learn, through gossip, to route elsewhere.
+        let rounds = (self.node.config.gossip_interval * 3).min(grace);
+        tokio::time::sleep(rounds).await;
+        // Stop accepting; in-flight requests finish within `shutdown_grace`.
+        tokio::join!(self.public.stop(true), self.internal.stop(true));
+        for server in self.servers {
+            let _ = server.await;
+        }
+        self.purge_stop.cancel();
+        let _ = self.purge.await;
+        self.node.membership.shutdown().await;
+        tracing::info!(node = %self.node.id, "left the cluster");
+    }
+}
+
+fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn bind_tcp(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).with_context(|| format!("binding the {what} listener on {addr}"))
+}
+
+/// A concrete gossip port: chitchat binds its own socket and must advertise the
+/// port it binds, so a requested port 0 is resolved here first.
+fn gossip_port(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let socket = UdpSocket::bind(addr).with_context(|| format!("finding a free gossip port on {addr}"))?;
+    Ok(socket.local_addr()?)
+}
+
+/// The host peers should dial: `advertise_host`, else the bind address's host,
+/// else (bound to all interfaces) this machine's host name.
+fn advertise_host(config: &Config, bound: SocketAddr) -> String {
+    if let Some(host) = &config.advertise_host {
+        return host.clone();
+    }
+    if bound.ip().is_unspecified() {
+        return gethostname::gethostname().to_string_lossy().into_owned();
+    }
+    bound.ip().to_string()
+}
+
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Starts a node. Returns once it serves and has announced itself `ready`.
+pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
+    let public_listener = bind_tcp(config.public_addr, "public")?;
+    let internal_listener = bind_tcp(config.internal_addr, "internal")?;
+    let public_addr = public_listener.local_addr()?;
+    let internal_addr = internal_listener.local_addr()?;
+    let generation = unix_nanos();
+
+    let public_advertise = host_port(&advertise_host(&config, public_addr), public_addr.port());
+    let internal_advertise = host_port(&advertise_host(&config, internal_addr), internal_addr.port());
+
+    // Gossip: when the port was chosen for us, a race with another process for it
+    // is possible between probing and chitchat's bind; retry with a new port.
+    let mut attempt = 0;
+    let (membership, gossip_addr) = loop {
+        attempt += 1;
+        let gossip_listen = gossip_port(config.gossip_addr)?;
+        let gossip_advertise = {
+            let host = advertise_host(&config, gossip_listen);
+            let candidates = host_port(&host, gossip_listen.port());
+            tokio::task::spawn_blocking(move || candidates.to_socket_addrs().map(|mut a| a.next()))
+                .await?
+                .with_context(|| format!("resolving advertise_host {host}"))?
+                .with_context(|| format!("advertise_host {host} resolves to no address"))?
+        };
+        let membership_config = MembershipConfig {
+            node_id: config.node_id.clone(),
+            generation,
+            cluster_id: config.cluster_id.clone(),
+            gossip_listen,
+            gossip_advertise,
+            seeds: config.seeds.clone(),
+            gossip_interval: config.gossip_interval,
+            dead_node_grace: config.dead_node_grace,
+            public_advertise: public_advertise.clone(),
+            internal_advertise: internal_advertise.clone(),
+            vnodes: config.vnodes.get(),
+            replication_factor: config.replication_factor.get(),
+            initial_status: Status::Joining,
+        };
+        match Membership::start(membership_config).await {
+            Ok(m) => break (m, gossip_listen),
+            Err(e) if config.gossip_addr.port() == 0 && attempt < 5 => {
+                tracing::debug!(error = %e, "gossip port taken, trying another");
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    tracing::info!(node = %config.node_id, generation, gossip = %gossip_addr, seeds = ?config.seeds, "gossip started");
+
+    let id: NodeId = config.node_id.as_str().into();
+    let node = web::Data::new(Node {
+        cookies: CookieCodec::new(&config),
+        signer: Signer::new(config.cluster_secret.clone()),
+        id: id.clone(),
+        generation,
+        store: Store::default(),
+        membership,
+        status: AtomicU8::new(0),
+        config,
+    });
+    let workers = node.config.workers;
+    let grace = node.config.shutdown_grace.as_secs().max(1);
+    let forward_timeout = node.config.forward_timeout;
+
+    let peer_client = {
+        let node = node.clone();
+        move || -> web::Data<PeerClient> {
+            let client = PeerClient::new(node.id.clone(), node.signer.clone(), forward_timeout)
+                .expect("an HTTP client without TLS always builds");
+            web::Data::new(client)
+        }
+    };
+    let public_server = {
+        let node = node.clone();
+        let peer_client = peer_client.clone();
+        HttpServer::new(move || http::public_app(node.clone(), peer_client()))
+            .workers(workers)
+            .disable_signals()
+            .shutdown_timeout(grace)
+            .listen(public_listener)?
+            .run()
+    };
+    let internal_server = {
+        let node = node.clone();
+        HttpServer::new(move || http::internal_app(node.clone(), peer_client()))
+            .workers(workers)
+            .disable_signals()
+            .shutdown_timeout(grace)
+            // Longer than the peers' pool idle timeout, so that a pooled
+            // connection is never closed under a request.
+            .keep_alive(Duration::from_secs(75))
+            .listen(internal_listener)?
+            .run()
+    };
+    let public = public_server.handle();
+    let internal = internal_server.handle();
+    let servers = vec![tokio::spawn(public_server), tokio::spawn(internal_server)];
+
+    let purge_stop = CancellationToken::new();
+    let purge = tokio::spawn(purge_loop(node.clone(), purge_stop.clone()));
+
+    node.set_status(Status::Ready).await;
+    let addrs = BoundAddrs {
+        public: public_addr,
+        internal: internal_addr,
+        gossip: gossip_addr,
+    };
+    tracing::info!(
+        node = %id,
+        public = %public_addr,
+        internal = %internal_addr,
+        gossip = %gossip_addr,
+        advertised_public = %public_advertise,
+        advertised_internal = %internal_advertise,
+        replication_factor = node.config.replication_factor.get(),
+        "node ready: open http://{}/",
+        public_advertise
+    );
+    Ok(NodeHandle {
+        node,
+        addrs,
+        public,
+        internal,
+        servers,
+        purge_stop,
+        purge,
+    })
+}
+
+/// Removes expired sessions, one store shard per tick.
+async fn purge_loop(node: web::Data<Node>, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(Store::purge_interval(PURGE_SWEEP));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = 0usize;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let purged = node.store.purge_shard(tick, now_millis());
+        if purged > 0 {
+            tracing::debug!(purged, "expired sessions purged");
+        }
+        tick = tick.wrapping_add(1);
+    }
+}
+
+/// Runs a node until `shutdown` resolves, then leaves gracefully.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let handle = start(config).await?;
+    shutdown.await;
+    handle.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! Sessions: ids, the session record and its JSON document, and the local store.
+
+mod id;
+mod store;
+
+pub use id::SessionId;
+pub use store::{Store, WriteError};
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the unix epoch: the one clock of the session layer.
+pub type UnixMillis = u64;
+
+/// Now, in unix milliseconds.
+pub fn now_millis() -> UnixMillis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One session as its owner holds it.
+///
+/// `data` is kept as its compact JSON text (always an object): a read copies it into
+/// the response as it is, with no parsing, and it costs its length in memory.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub data: Box<RawValue>,
+    /// Bumped by every write; starts at 1.
+    pub version: u64,
+    pub created_at: UnixMillis,
+    pub expires_at: UnixMillis,
+    /// Idle timeout in milliseconds; each access pushes `expires_at` to now + ttl.
+    pub ttl_ms: u64,
+}
+
+impl Session {
+    pub fn new(data: Box<RawValue>, ttl: Duration, now: UnixMillis) -> Session {
+        let ttl_ms = ttl.as_millis() as u64;
+        Session {
+            data,
+            version: 1,
+            created_at: now,
+            expires_at: now.saturating_add(ttl_ms),
+            ttl_ms,
+        }
+    }
+
+    pub fn is_expired(&self, now: UnixMillis) -> bool {
+        self.expires_at <= now
+    }
+
+    pub(crate) fn touch(&mut self, now: UnixMillis) {
+        self.expires_at = now.saturating_add(self.ttl_ms);
+    }
+
+    /// The value of a top-level string field of `data`, if any.
+    pub fn data_str(&self, field: &str) -> Option<String> {
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(self.data.get()).ok()?;
+        map.get(field)?.as_str().map(str::to_owned)
+    }
+}
+
+/// The session document of the public API.
+#[derive(Serialize)]
+pub struct Document<'a> {
+    pub id: &'a str,
+    pub data: &'a RawValue,
+    pub version: u64,
+    pub created_at: String,
+    pub expires_at: String,
+    pub owner: &'a str,
+    pub replicas: Vec<&'a str>,
+}
+
+impl<'a> Document<'a> {
+    pub fn new(id: &'a SessionId, s: &'a Session, owner: &'a str, replicas: Vec<&'a str>) -> Self {
+        Document {
+            id: id.as_str(),
+            data: &s.data,
+            version: s.version,
+            created_at: rfc3339(s.created_at),
+            expires_at: rfc3339(s.expires_at),
+            owner,
+            replicas,
+        }
+    }
+}
+
+/// RFC 3339 time in UTC with millisecond precision.
+pub fn rfc3339(t: UnixMillis) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(t)).to_string()
+}
+
+/// Parses a request body into compact JSON object text.
+pub fn parse_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, DataError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| DataError::Malformed(e.to_string()))?;
+    match value {
+        serde_json::Value::Object(map) => Ok(map),
+        other => Err(DataError::NotAnObject(json_kind(&other))),
+    }
+}
+
+/// Compact JSON text of an object.
+pub fn to_raw(map: &serde_json::Map<String, serde_json::Value>) -> Box<RawValue> {
+    // Serialising a map of JSON values cannot fail.
+    serde_json::value::to_raw_value(map).unwrap_or_else(|_| empty_object())
+}
+
+pub fn empty_object() -> Box<RawValue> {
+    RawValue::from_string("{}".to_owned()).expect("`{}` is valid JSON")
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Why a body is not acceptable session data.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("malformed JSON: {0}")]
+    Malformed(String),
+    #[error("session data must be a JSON object, got {0}")]
+    NotAnObject(&'static str),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_object_accepts_objects_only() {
+        assert!(parse_object(br#"{"a":1}"#).is_ok());
+        assert!(matches!(parse_object(b"[1]"), Err(DataError::NotAnObject(_))));
+        assert!(matches!(parse_object(b"{"), Err(DataError::Malformed(_))));
+        assert!(matches!(parse_object(b"\xff"), Err(DataError::Malformed(_))));
+    }
+
+    #[test]
+    fn data_str_reads_a_top_level_string() {
+        let s = Session::new(
+            to_raw(&parse_object(br#"{"name":"Ada","n":1}"#).unwrap()),
+            Duration::from_secs(60),
+            0,
+        );
+        assert_eq!(s.data_str("name").as_deref(), Some("Ada"));
+        assert_eq!(s.data_str("n"), None);
+    }
+
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,160 @@
+//! Test harness: real nodes on loopback port-0 listeners, inside the test process,
+//! and helpers that wait for a condition with a timeout instead of sleeping.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use sessionmesh::config::{Config, Secret};
+use sessionmesh::{start, NodeHandle};
+
+/// Generous bound for any wait: a loaded 2-core CI machine is slow.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        // Paces the poll; the condition above decides when to stop.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Secrets shared by the nodes of one test cluster.
+pub struct Secrets {
+    pub cookie: Secret,
+    pub cluster: Secret,
+}
+
+impl Secrets {
+    pub fn new() -> Secrets {
+        Secrets {
+            cookie: Secret::random(),
+            cluster: Secret::random(),
+        }
+    }
+}
+
+/// A node configuration for tests: loopback, port 0 everywhere, fast gossip.
+pub fn test_config(node_id: &str, secrets: &Secrets, seeds: Vec<String>) -> Config {
+    let any = "127.0.0.1:0".parse().unwrap();
+    Config {
+        node_id: node_id.to_owned(),
+        cluster_id: "test".to_owned(),
+        public_addr: any,
+        internal_addr: any,
+        gossip_addr: any,
+        seeds,
+        cookie_secret: secrets.cookie.clone(),
+        cluster_secret: secrets.cluster.clone(),
+        gossip_interval: Duration::from_millis(100),
+        dead_node_grace: Duration::from_secs(10),
+        shutdown_grace: Duration::from_secs(5),
+        workers: 1,
+        generated_secrets: false,
+        ..Config::default()
+    }
+}
+
+/// A cluster of in-process nodes.
+pub struct Cluster {
+    pub secrets: Secrets,
+    pub nodes: Vec<NodeHandle>,
+    pub http: reqwest::Client,
+}
+
+impl Cluster {
+    /// Starts `n` nodes (`node1`…), each seeded with the first one's gossip
+    /// address, and waits until every node sees all of them in its ring.
+    pub async fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, |_| {}).await
+    }
+
+    pub async fn start_with(n: usize, tweak: impl Fn(&mut Config)) -> Cluster {
+        let secrets = Secrets::new();
+        let mut nodes: Vec<NodeHandle> = Vec::new();
+        for i in 1..=n {
+            let seeds = nodes.first().map(|first| vec![first.addrs().gossip.to_string()]).unwrap_or_default();
+            let mut config = test_config(&format!("node{i}"), &secrets, seeds);
+            tweak(&mut config);
+            nodes.push(start(config).await.expect("node starts"));
+        }
+        let cluster = Cluster {
+            secrets,
+            nodes,
+            http: client(),
+        };
+        cluster.wait_converged(n).await;
+        cluster
+    }
+
+    /// Waits until every running node's ring has `n` members and all agree.
+    pub async fn wait_converged(&self, n: usize) -> String {
+        wait_for(&format!("{n} nodes to converge"), WAIT, || async {
+            let mut prints = Vec::new();
+            for node in &self.nodes {
+                let view = node.node().view();
+                if view.ring.nodes().len() != n {
+                    return None;
+                }
+                prints.push(view.ring.fingerprint().to_owned());
+            }
+            prints.windows(2).all(|w| w[0] == w[1]).then(|| prints[0].clone())
+        })
+        .await
+    }
+
+    /// `http://<public addr>` of node `i` (0-based).
+    pub fn url(&self, i: usize, path: &str) -> String {
+        format!("http://{}{}", self.nodes[i].addrs().public, path)
+    }
+
+    pub fn internal_url(&self, i: usize, path: &str) -> String {
+        format!("http://{}{}", self.nodes[i].addrs().internal, path)
+    }
+
+    pub fn id(&self, i: usize) -> String {
+        self.nodes[i].node().id().to_owned()
+    }
+
+    pub async fn shutdown(self) {
+        for node in self.nodes {
+            node.shutdown().await;
+        }
+    }
+}
+
+/// A plain HTTP client: no cookie jar (tests carry cookies by hand), no redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// The `name=value` pair of the first `Set-Cookie` for `name`, if any.
+pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned())
+        .find(|pair| pair.starts_with(&format!("{name}=")))
+}
+
+pub fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+    response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
