@@ -1499,4 +1499,58 @@ mod tests {
         let message = error_of(load_env(&[("SESSIONMESH_INTERNAL_ADDR", "127.0.0.1:8080")]));
         assert!(message.contains("`internal_addr`"), "{message}");
     }
+
+    fn shipped(path: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+    }
+
+    #[test]
+    fn example_file_documents_every_key() {
+        let path = shipped("config/sessionmesh.example.toml");
+        let example = std::fs::read_to_string(&path).expect("read the example config");
+        for key in KEYS {
+            let env = format!("SESSIONMESH_{}", key.to_ascii_uppercase());
+            assert!(
+                example.contains(&format!("# {key} = ")),
+                "{key} has no example line"
+            );
+            assert!(example.contains(&env), "{env} is not documented");
+        }
+        // Everything is commented out: the example loads as the defaults.
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let config = Config::load_from(&args, []).expect("the example loads");
+        assert_eq!(config.public_addr, DEFAULT_PUBLIC_ADDR);
+    }
+
+    #[test]
+    fn local_cluster_configs() {
+        let nodes: Vec<Config> = (1..=3)
+            .map(|n| {
+                let args = ServeArgs {
+                    config: Some(shipped(&format!("config/local/node{n}.toml"))),
+                    ..ServeArgs::default()
+                };
+                Config::load_from(&args, []).expect("a local node config loads")
+            })
+            .collect();
+        let gossip: Vec<String> = nodes.iter().map(|c| c.gossip_addr.to_string()).collect();
+        for (i, node) in nodes.iter().enumerate() {
+            assert_eq!(node.node_id, format!("node{}", i + 1));
+            assert_eq!(node.public_addr.port(), 8080 + 100 * i as u16);
+            assert_eq!(node.internal_addr.port(), 8081 + 100 * i as u16);
+            assert_eq!(node.gossip_addr.port(), 7280 + i as u16);
+            let others: Vec<&String> = gossip.iter().filter(|g| **g != gossip[i]).collect();
+            assert_eq!(node.seeds.iter().collect::<Vec<_>>(), others);
+            assert!(!node.generated_secrets);
+            assert_eq!(node.cluster_id, nodes[0].cluster_id);
+            assert_eq!(node.cookie_secret.expose(), nodes[0].cookie_secret.expose());
+            assert_eq!(
+                node.cluster_secret.expose(),
+                nodes[0].cluster_secret.expose()
+            );
+        }
+    }
 }
