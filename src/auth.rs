@@ -59,7 +59,10 @@ impl Signer {
     /// The header value for a request from `node_id`.
     pub fn sign(&self, node_id: &str, method: &str, path_and_query: &str) -> String {
         let millis = now_millis();
-        let tag = self.mac(millis, node_id, method, path_and_query).finalize().into_bytes();
+        let tag = self
+            .mac(millis, node_id, method, path_and_query)
+            .finalize()
+            .into_bytes();
         format!("v1.{millis}.{node_id}.{}", URL_SAFE_NO_PAD.encode(tag))
     }
 
@@ -75,7 +78,9 @@ impl Signer {
         let (millis, rest) = rest.split_once('.').ok_or(AuthError::Malformed)?;
         let (node_id, tag) = rest.rsplit_once('.').ok_or(AuthError::Malformed)?;
         let millis: UnixMillis = millis.parse().map_err(|_| AuthError::Malformed)?;
-        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| AuthError::Malformed)?;
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| AuthError::Malformed)?;
         if now_millis().abs_diff(millis) > MAX_SKEW_MS {
             return Err(AuthError::Stale);
         }
@@ -98,11 +103,23 @@ mod tests {
     fn a_signature_verifies_for_the_same_request_only() {
         let s = signer("cluster-secret-cluster-secret-xx");
         let h = s.sign("node1", "GET", "/fwd/api/sessions/x?a=1");
-        assert_eq!(s.verify(Some(&h), "GET", "/fwd/api/sessions/x?a=1"), Ok("node1"));
-        assert_eq!(s.verify(Some(&h), "PUT", "/fwd/api/sessions/x?a=1"), Err(AuthError::BadSignature));
-        assert_eq!(s.verify(Some(&h), "GET", "/fwd/api/sessions/y?a=1"), Err(AuthError::BadSignature));
+        assert_eq!(
+            s.verify(Some(&h), "GET", "/fwd/api/sessions/x?a=1"),
+            Ok("node1")
+        );
+        assert_eq!(
+            s.verify(Some(&h), "PUT", "/fwd/api/sessions/x?a=1"),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(
+            s.verify(Some(&h), "GET", "/fwd/api/sessions/y?a=1"),
+            Err(AuthError::BadSignature)
+        );
         let other = signer("another-secret-another-secret-xx");
-        assert_eq!(other.verify(Some(&h), "GET", "/fwd/api/sessions/x?a=1"), Err(AuthError::BadSignature));
+        assert_eq!(
+            other.verify(Some(&h), "GET", "/fwd/api/sessions/x?a=1"),
+            Err(AuthError::BadSignature)
+        );
     }
 
     #[test]
@@ -110,7 +127,10 @@ mod tests {
         let s = signer("cluster-secret-cluster-secret-xx");
         let h = s.sign("node1", "GET", "/x");
         let forged = h.replacen("node1", "node2", 1);
-        assert_eq!(s.verify(Some(&forged), "GET", "/x"), Err(AuthError::BadSignature));
+        assert_eq!(
+            s.verify(Some(&forged), "GET", "/x"),
+            Err(AuthError::BadSignature)
+        );
     }
 
     #[test]
@@ -122,7 +142,11 @@ mod tests {
         assert_eq!(s.verify(Some(&stale), "GET", "/x"), Err(AuthError::Stale));
         assert_eq!(s.verify(None, "GET", "/x"), Err(AuthError::Missing));
         for bad in ["", "v1", "v2.1.n.t", "v1.x.n.t", "v1.1.n.%%%"] {
-            assert_eq!(s.verify(Some(bad), "GET", "/x"), Err(AuthError::Malformed), "{bad}");
+            assert_eq!(
+                s.verify(Some(bad), "GET", "/x"),
+                Err(AuthError::Malformed),
+                "{bad}"
+            );
         }
     }
 }

@@ -52,6 +52,7 @@ const KEYS: &[&str] = &[
     "forward_timeout",
     "shutdown_grace",
     "log_format",
+    "workers",
 ];
 
 /// Secrets given directly, and the key that gives the same secret through a file.
@@ -170,6 +171,9 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text]
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// HTTP worker threads per listener [default: number of CPUs]
+    #[arg(long, value_name = "N")]
+    pub workers: Option<String>,
 }
 
 /// Written by hand so that secrets given as flags never reach a log line.
@@ -203,6 +207,7 @@ impl fmt::Debug for ServeArgs {
             .field("forward_timeout", &self.forward_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("log_format", &self.log_format)
+            .field("workers", &self.workers)
             .finish()
     }
 }
@@ -251,6 +256,8 @@ pub struct Config {
     /// Bound on a graceful leave.
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    /// HTTP worker threads per listener.
+    pub workers: usize,
     /// True when `cookie_secret` or `cluster_secret` was missing and a throwaway one was
     /// generated (only allowed without seeds); the caller should warn.
     pub generated_secrets: bool,
@@ -476,6 +483,9 @@ impl Config {
         let log_format = raw
             .parse("log_format", parse_log_format)?
             .unwrap_or_default();
+        let workers = raw
+            .parse("workers", parse_workers)?
+            .unwrap_or_else(default_workers);
         debug_assert!(raw.values.is_empty(), "unparsed keys: {:?}", raw.values);
 
         if cookie_same_site == SameSite::None && !cookie_secure {
@@ -519,6 +529,7 @@ impl Config {
             forward_timeout,
             shutdown_grace,
             log_format,
+            workers,
             generated_secrets,
         })
     }
@@ -685,6 +696,7 @@ impl Raw {
             forward_timeout,
             shutdown_grace,
             log_format,
+            workers,
         } = args;
         let flags = [
             ("node_id", node_id),
@@ -711,6 +723,7 @@ impl Raw {
             ("forward_timeout", forward_timeout),
             ("shutdown_grace", shutdown_grace),
             ("log_format", log_format),
+            ("workers", workers),
         ];
         let mut raw = Raw::default();
         for (key, value) in flags {
@@ -910,6 +923,17 @@ fn check_seed(seed: &str) -> Result<(), String> {
 fn parse_replication_factor(text: &str) -> Result<NonZeroUsize, String> {
     text.parse()
         .map_err(|_| "an integer of at least 1".to_owned())
+}
+
+fn parse_workers(text: &str) -> Result<usize, String> {
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=256).contains(n))
+        .ok_or_else(|| "an integer between 1 and 256".to_owned())
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn parse_vnodes(text: &str) -> Result<NonZeroU32, String> {

@@ -1,1 +1,96 @@
-fn main() {}
+//! The `sessionmesh` binary: command line → config → a running node.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use sessionmesh::config::{Config, LogFormat, ServeArgs};
+use tracing_subscriber::EnvFilter;
+
+/// A session cluster: nodes gossip membership, a consistent-hash ring gives every
+/// session an owner, and any node forwards a request to its session's owner.
+#[derive(Parser, Debug)]
+#[command(name = "sessionmesh", version, about)]
+struct Cli {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli.serve) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("sessionmesh: configuration error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(config.log_format);
+    if config.generated_secrets {
+        tracing::warn!(
+            "no cookie_secret/cluster_secret configured: using throwaway secrets; sessions will not survive a restart. \
+             Set SESSIONMESH_COOKIE_SECRET and SESSIONMESH_CLUSTER_SECRET for anything but a single dev node"
+        );
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("sessionmesh: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(sessionmesh::node::run(config, async {
+        shutdown_signal().await;
+        // A second signal while leaving means: stop now.
+        tokio::spawn(async {
+            shutdown_signal().await;
+            tracing::warn!("second signal: exiting without finishing the leave");
+            std::process::exit(130);
+        });
+    }));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("sessionmesh stopped: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

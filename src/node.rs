@@ -177,7 +177,8 @@ fn gossip_port(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     if addr.port() != 0 {
         return Ok(addr);
     }
-    let socket = UdpSocket::bind(addr).with_context(|| format!("finding a free gossip port on {addr}"))?;
+    let socket =
+        UdpSocket::bind(addr).with_context(|| format!("finding a free gossip port on {addr}"))?;
     Ok(socket.local_addr()?)
 }
 
@@ -210,7 +211,10 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
     let generation = unix_nanos();
 
     let public_advertise = host_port(&advertise_host(&config, public_addr), public_addr.port());
-    let internal_advertise = host_port(&advertise_host(&config, internal_addr), internal_addr.port());
+    let internal_advertise = host_port(
+        &advertise_host(&config, internal_addr),
+        internal_addr.port(),
+    );
 
     // Gossip: when the port was chosen for us, a race with another process for it
     // is possible between probing and chitchat's bind; retry with a new port.

@@ -59,7 +59,11 @@ impl PeerClient {
             .pool_max_idle_per_host(256)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(PeerClient { http, signer, self_id })
+        Ok(PeerClient {
+            http,
+            signer,
+            self_id,
+        })
     }
 
     /// Sends `req` (with `body`) to the internal listener at `internal_addr` and
@@ -71,14 +75,20 @@ impl PeerClient {
         req: &HttpRequest,
         body: Bytes,
     ) -> Result<HttpResponse, ApiError> {
-        let path_and_query = req.uri().path_and_query().map_or(req.path(), |pq| pq.as_str());
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .map_or(req.path(), |pq| pq.as_str());
         let path = format!("{FORWARD_PREFIX}{path_and_query}");
         let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
             .map_err(|_| ApiError::bad_request("bad_method", "unsupported HTTP method"))?;
         let mut request = self
             .http
             .request(method.clone(), format!("http://{internal_addr}{path}"))
-            .header(auth::HEADER, self.signer.sign(&self.self_id, method.as_str(), &path))
+            .header(
+                auth::HEADER,
+                self.signer.sign(&self.self_id, method.as_str(), &path),
+            )
             .header(ENTRY_NODE, &*self.self_id);
         for (name, value) in req.headers() {
             if !is_hop_by_hop(name.as_str()) {
@@ -94,7 +104,8 @@ impl PeerClient {
             }
         })?;
 
-        let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let status =
+            StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
         let mut builder = HttpResponse::build(status);
         for (name, value) in response.headers() {
             if !is_hop_by_hop(name.as_str()) {
@@ -106,9 +117,11 @@ impl PeerClient {
             builder.no_chunking(len);
         }
         let owner: NodeId = owner.into();
-        Ok(builder.streaming(response.bytes_stream().map_err(move |error| {
-            tracing::warn!(%owner, %error, "forwarded response broke off");
-            error
-        })))
+        Ok(
+            builder.streaming(response.bytes_stream().map_err(move |error| {
+                tracing::warn!(%owner, %error, "forwarded response broke off");
+                error
+            })),
+        )
     }
 }

@@ -103,8 +103,8 @@ impl Ring {
         let mut successors = vec![0u32; order.len() * copies];
         let n = order.len();
         for (pos, vnode) in order.iter().enumerate() {
-            let row = (vnode.node as usize * vnodes_per_node as usize + vnode.index as usize)
-                * copies;
+            let row =
+                (vnode.node as usize * vnodes_per_node as usize + vnode.index as usize) * copies;
             let mut found = 0;
             let mut step = 0;
             while found < copies && step < n {
@@ -296,7 +296,10 @@ mod tests {
         let b = Ring::new(["c", "a", "b", "a"], 64, 3);
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert_ne!(a.fingerprint(), Ring::new(["a", "b"], 64, 2).fingerprint());
-        assert_ne!(a.fingerprint(), Ring::new(["a", "b", "c"], 32, 2).fingerprint());
+        assert_ne!(
+            a.fingerprint(),
+            Ring::new(["a", "b", "c"], 32, 2).fingerprint()
+        );
     }
 
     #[test]

@@ -21,23 +21,51 @@ async fn three_nodes_converge_on_one_ring() {
     let mut prints = HashSet::new();
     for i in 0..3 {
         let view: Value = wait_for("all members live in /api/cluster", WAIT, || async {
-            let v: Value = cluster.http.get(cluster.url(i, "/api/cluster")).send().await.ok()?.json().await.ok()?;
+            let v: Value = cluster
+                .http
+                .get(cluster.url(i, "/api/cluster"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
             let members = v["members"].as_array()?;
-            (members.len() == 3 && members.iter().all(|m| m["live"] == true && m["status"] == "ready")).then_some(v)
+            (members.len() == 3
+                && members
+                    .iter()
+                    .all(|m| m["live"] == true && m["status"] == "ready"))
+            .then_some(v)
         })
         .await;
         assert_eq!(view["node_id"], cluster.id(i));
         assert_eq!(view["ring"]["replication_factor"], 2);
         assert!(view["ring"]["vnodes_per_node"].as_u64().unwrap() >= 128);
         for m in view["members"].as_array().unwrap() {
-            for key in ["node_id", "generation", "public_addr", "internal_addr", "gossip_addr"] {
+            for key in [
+                "node_id",
+                "generation",
+                "public_addr",
+                "internal_addr",
+                "gossip_addr",
+            ] {
                 assert!(!m[key].is_null(), "member lacks {key}: {m}");
             }
         }
         prints.insert(view["ring"]["fingerprint"].as_str().unwrap().to_owned());
-        let ready = cluster.http.get(cluster.url(i, "/readyz")).send().await.unwrap();
+        let ready = cluster
+            .http
+            .get(cluster.url(i, "/readyz"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(ready.status(), 200);
-        let health = cluster.http.get(cluster.url(i, "/healthz")).send().await.unwrap();
+        let health = cluster
+            .http
+            .get(cluster.url(i, "/healthz"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(health.status(), 200);
     }
     assert_eq!(prints.len(), 1, "converged nodes report one fingerprint");
@@ -54,21 +82,41 @@ async fn three_nodes_converge_on_one_ring() {
 async fn login_on_one_node_is_greeted_on_the_others() {
     let cluster = Cluster::start(3).await;
     let http = &cluster.http;
-    let login = http.get(cluster.url(0, "/login?name=Ada")).send().await.unwrap();
+    let login = http
+        .get(cluster.url(0, "/login?name=Ada"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(login.status(), 200);
-    assert_eq!(header(&login, "x-served-by").as_deref(), Some("node1"), "creation needs no forward");
+    assert_eq!(
+        header(&login, "x-served-by").as_deref(),
+        Some("node1"),
+        "creation needs no forward"
+    );
     let cookie = set_cookie(&login, "SESSION").expect("a session cookie");
     let raw = login.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(raw.contains("HttpOnly") && raw.contains("SameSite=Lax") && raw.contains("Path=/"), "{raw}");
+    assert!(
+        raw.contains("HttpOnly") && raw.contains("SameSite=Lax") && raw.contains("Path=/"),
+        "{raw}"
+    );
     assert_eq!(login.text().await.unwrap(), "Login successful.");
 
     let mut served_by = HashSet::new();
     for i in 0..3 {
-        let page = http.get(cluster.url(i, "/")).header("cookie", &cookie).send().await.unwrap();
+        let page = http
+            .get(cluster.url(i, "/"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(page.status(), 200);
         served_by.insert(header(&page, "x-served-by").unwrap());
         if i > 0 {
-            assert_eq!(header(&page, "x-entry-node"), Some(cluster.id(i)), "forwarded from the entry node");
+            assert_eq!(
+                header(&page, "x-entry-node"),
+                Some(cluster.id(i)),
+                "forwarded from the entry node"
+            );
         } else {
             assert_eq!(header(&page, "x-entry-node"), None);
         }
@@ -76,13 +124,29 @@ async fn login_on_one_node_is_greeted_on_the_others() {
     }
     assert_eq!(served_by, HashSet::from(["node1".to_owned()]));
 
-    let logout = http.post(cluster.url(2, "/logout")).header("cookie", &cookie).send().await.unwrap();
+    let logout = http
+        .post(cluster.url(2, "/logout"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(logout.status(), 200);
     let cleared = logout.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(cleared.starts_with("SESSION=;") && cleared.contains("Max-Age=0"), "{cleared}");
+    assert!(
+        cleared.starts_with("SESSION=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
     for i in 0..3 {
-        let page = http.get(cluster.url(i, "/")).header("cookie", &cookie).send().await.unwrap();
-        assert!(page.text().await.unwrap().contains("Hello, Guest"), "logged out everywhere");
+        let page = http
+            .get(cluster.url(i, "/"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            page.text().await.unwrap().contains("Hello, Guest"),
+            "logged out everywhere"
+        );
     }
     // A POST login through the form redirects home with a cookie.
     let form = http
@@ -95,7 +159,12 @@ async fn login_on_one_node_is_greeted_on_the_others() {
     assert_eq!(form.status(), 303);
     assert_eq!(header(&form, "location").as_deref(), Some("/"));
     let cookie = set_cookie(&form, "SESSION").unwrap();
-    let page = http.get(cluster.url(2, "/")).header("cookie", &cookie).send().await.unwrap();
+    let page = http
+        .get(cluster.url(2, "/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
     assert!(page.text().await.unwrap().contains("Hello, Grace Hopper"));
     cluster.shutdown().await;
 }
@@ -116,7 +185,11 @@ async fn sessions_created_anywhere_read_back_identically_everywhere() {
             .await
             .unwrap();
         assert_eq!(response.status(), 201);
-        assert_eq!(header(&response, "x-served-by"), Some(cluster.id(entry)), "created where it entered");
+        assert_eq!(
+            header(&response, "x-served-by"),
+            Some(cluster.id(entry)),
+            "created where it entered"
+        );
         let doc: Value = response.json().await.unwrap();
         assert_eq!(doc["version"], 1);
         assert_eq!(doc["data"], json!({"user": format!("u{i}"), "n": i}));
@@ -127,7 +200,11 @@ async fn sessions_created_anywhere_read_back_identically_everywhere() {
         let id = doc["id"].as_str().unwrap();
         let mut seen = Vec::new();
         for entry in 0..3 {
-            let response = http.get(cluster.url(entry, &format!("/api/sessions/{id}"))).send().await.unwrap();
+            let response = http
+                .get(cluster.url(entry, &format!("/api/sessions/{id}")))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(response.status(), 200);
             let served_by = header(&response, "x-served-by").unwrap();
             let mut doc: Value = response.json().await.unwrap();
@@ -136,12 +213,20 @@ async fn sessions_created_anywhere_read_back_identically_everywhere() {
             doc.as_object_mut().unwrap().remove("expires_at");
             seen.push(doc);
         }
-        assert!(seen.windows(2).all(|w| w[0] == w[1]), "same document through every node: {seen:?}");
+        assert!(
+            seen.windows(2).all(|w| w[0] == w[1]),
+            "same document through every node: {seen:?}"
+        );
         assert_eq!(seen[0]["data"], doc["data"]);
-        *owners.entry(seen[0]["owner"].as_str().unwrap().to_owned()).or_default() += 1;
+        *owners
+            .entry(seen[0]["owner"].as_str().unwrap().to_owned())
+            .or_default() += 1;
     }
     assert_eq!(owners.len(), 3, "owners spread over all nodes: {owners:?}");
-    assert!(owners.values().all(|&n| n == 100), "each entry node owns what it created: {owners:?}");
+    assert!(
+        owners.values().all(|&n| n == 100),
+        "each entry node owns what it created: {owners:?}"
+    );
     cluster.shutdown().await;
 }
 
@@ -203,7 +288,14 @@ async fn the_id_api_works_through_non_owners() {
     assert_eq!(stale.status(), 412);
     let error: Value = stale.json().await.unwrap();
     assert_eq!(error["error"], "version_mismatch");
-    let now: Value = http.get(cluster.url(1, &path)).send().await.unwrap().json().await.unwrap();
+    let now: Value = http
+        .get(cluster.url(1, &path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(now["version"], 3, "a refused write changes nothing");
     assert_eq!(now["data"], json!({"cart": ["pear"], "theme": "dark"}));
 
@@ -225,7 +317,12 @@ async fn the_id_api_works_through_non_owners() {
 async fn the_cookie_api_and_tampered_cookies() {
     let cluster = Cluster::start(3).await;
     let http = &cluster.http;
-    let created = http.put(cluster.url(1, "/api/session")).json(&json!({"theme": "light"})).send().await.unwrap();
+    let created = http
+        .put(cluster.url(1, "/api/session"))
+        .json(&json!({"theme": "light"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(created.status(), 201);
     let cookie = set_cookie(&created, "SESSION").unwrap();
     let patched: Value = http
@@ -249,18 +346,42 @@ async fn the_cookie_api_and_tampered_cookies() {
         chars[3] = if chars[3] == 'A' { 'B' } else { 'A' };
         chars.into_iter().collect::<String>()
     };
-    for tampered in [format!("SESSION={id}.{}", flip(sig)), format!("SESSION={}.{sig}", flip(id)), "SESSION=garbage".to_owned()] {
+    for tampered in [
+        format!("SESSION={id}.{}", flip(sig)),
+        format!("SESSION={}.{sig}", flip(id)),
+        "SESSION=garbage".to_owned(),
+    ] {
         for i in 0..3 {
-            let page = http.get(cluster.url(i, "/")).header("cookie", &tampered).send().await.unwrap();
+            let page = http
+                .get(cluster.url(i, "/"))
+                .header("cookie", &tampered)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(page.status(), 200);
             assert!(page.text().await.unwrap().contains("Hello, Guest"));
-            let api = http.get(cluster.url(i, "/api/session")).header("cookie", &tampered).send().await.unwrap();
+            let api = http
+                .get(cluster.url(i, "/api/session"))
+                .header("cookie", &tampered)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(api.status(), 404);
         }
     }
-    let deleted = http.delete(cluster.url(0, "/api/session")).header("cookie", &cookie).send().await.unwrap();
+    let deleted = http
+        .delete(cluster.url(0, "/api/session"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(deleted.status(), 204);
-    let gone = http.get(cluster.url(2, "/api/session")).header("cookie", &cookie).send().await.unwrap();
+    let gone = http
+        .get(cluster.url(2, "/api/session"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(gone.status(), 404);
     cluster.shutdown().await;
 }
@@ -282,18 +403,67 @@ async fn bad_input_is_refused_with_json_errors() {
     let path = format!("/api/sessions/{}", doc["id"].as_str().unwrap());
 
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
-        (http.post(cluster.url(1, "/api/sessions")).body("{not json"), 400, "malformed_json"),
-        (http.post(cluster.url(1, "/api/sessions")).body("[1, 2]"), 400, "not_an_object"),
-        (http.put(cluster.url(1, &path)).body("{\"a\":"), 400, "malformed_json"),
-        (http.put(cluster.url(2, &path)).body("\"text\""), 400, "not_an_object"),
-        (http.patch(cluster.url(2, &path)).body(vec![0xff, 0xfe]), 400, "malformed_json"),
-        (http.put(cluster.url(1, &path)).body(format!("{{\"big\":\"{}\"}}", "x".repeat(70 * 1024))), 413, "payload_too_large"),
-        (http.post(cluster.url(1, "/api/sessions?ttl_seconds=99999999999")).body("{}"), 400, "bad_ttl"),
-        (http.post(cluster.url(1, "/api/sessions?ttl_seconds=-1")).body("{}"), 400, "bad_query"),
-        (http.put(cluster.url(1, &path)).header("if-match", "yesterday").body("{}"), 400, "bad_if_match"),
+        (
+            http.post(cluster.url(1, "/api/sessions")).body("{not json"),
+            400,
+            "malformed_json",
+        ),
+        (
+            http.post(cluster.url(1, "/api/sessions")).body("[1, 2]"),
+            400,
+            "not_an_object",
+        ),
+        (
+            http.put(cluster.url(1, &path)).body("{\"a\":"),
+            400,
+            "malformed_json",
+        ),
+        (
+            http.put(cluster.url(2, &path)).body("\"text\""),
+            400,
+            "not_an_object",
+        ),
+        (
+            http.patch(cluster.url(2, &path)).body(vec![0xff, 0xfe]),
+            400,
+            "malformed_json",
+        ),
+        (
+            http.put(cluster.url(1, &path))
+                .body(format!("{{\"big\":\"{}\"}}", "x".repeat(70 * 1024))),
+            413,
+            "payload_too_large",
+        ),
+        (
+            http.post(cluster.url(1, "/api/sessions?ttl_seconds=99999999999"))
+                .body("{}"),
+            400,
+            "bad_ttl",
+        ),
+        (
+            http.post(cluster.url(1, "/api/sessions?ttl_seconds=-1"))
+                .body("{}"),
+            400,
+            "bad_query",
+        ),
+        (
+            http.put(cluster.url(1, &path))
+                .header("if-match", "yesterday")
+                .body("{}"),
+            400,
+            "bad_if_match",
+        ),
         (http.get(cluster.url(1, "/no/such/route")), 404, "no_route"),
-        (http.get(cluster.url(1, "/api/sessions/not-an-id")), 404, "no_session"),
-        (http.post(cluster.url(1, &path)).body("{}"), 405, "method_not_allowed"),
+        (
+            http.get(cluster.url(1, "/api/sessions/not-an-id")),
+            404,
+            "no_session",
+        ),
+        (
+            http.post(cluster.url(1, &path)).body("{}"),
+            405,
+            "method_not_allowed",
+        ),
         (http.get(cluster.url(1, "/login")), 400, "missing_name"),
     ];
     for (request, status, code) in cases {
@@ -302,11 +472,24 @@ async fn bad_input_is_refused_with_json_errors() {
         let response = http.execute(request).await.unwrap();
         assert_eq!(response.status().as_u16(), status, "{what}");
         assert!(header(&response, "x-served-by").is_some(), "{what}");
-        let body: Value = response.json().await.unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
+        let body: Value = response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
         assert_eq!(body["error"], code, "{what}: {body}");
-        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
     }
-    let after: Value = http.get(cluster.url(2, &path)).send().await.unwrap().json().await.unwrap();
+    let after: Value = http
+        .get(cluster.url(2, &path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(after["version"], 1, "nothing changed");
     assert_eq!(after["data"], json!({"keep": "me"}));
     cluster.shutdown().await;
@@ -317,16 +500,30 @@ async fn bad_input_is_refused_with_json_errors() {
 async fn the_internal_listener_refuses_strangers() {
     let cluster = Cluster::start(3).await;
     let http = &cluster.http;
-    let doc: Value = http.post(cluster.url(0, "/api/sessions")).json(&json!({"secret": 42})).send().await.unwrap().json().await.unwrap();
+    let doc: Value = http
+        .post(cluster.url(0, "/api/sessions"))
+        .json(&json!({"secret": 42}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let fwd = format!("/fwd/api/sessions/{}", doc["id"].as_str().unwrap());
     let forged = [
         None,
         Some("v1.0.node2.AAAA".to_owned()),
-        Some(format!("v1.{}.node2.{}", sessionmesh::session::now_millis(), "A".repeat(43))),
+        Some(format!(
+            "v1.{}.node2.{}",
+            sessionmesh::session::now_millis(),
+            "A".repeat(43)
+        )),
     ];
     for auth in forged {
         for path in [fwd.as_str(), "/internal/ping", "/fwd/", "/anything"] {
-            let mut request = http.get(cluster.internal_url(0, path)).header("x-entry-node", "node2");
+            let mut request = http
+                .get(cluster.internal_url(0, path))
+                .header("x-entry-node", "node2");
             if let Some(auth) = &auth {
                 request = request.header("x-sessionmesh-auth", auth);
             }
@@ -357,7 +554,15 @@ async fn the_internal_listener_refuses_strangers() {
     assert_eq!(response.status(), 200);
     // Internal routes are not on the public listener.
     for path in [fwd.as_str(), "/internal/ping"] {
-        assert_eq!(http.get(cluster.url(0, path)).send().await.unwrap().status(), 404, "{path}");
+        assert_eq!(
+            http.get(cluster.url(0, path))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            404,
+            "{path}"
+        );
     }
     cluster.shutdown().await;
 }
@@ -386,12 +591,19 @@ async fn five_nodes_serve_everything_and_a_stopped_node_leaves_every_ring() {
                 .json()
                 .await
                 .unwrap();
-            ids.push((doc["id"].as_str().unwrap().to_owned(), doc["owner"].as_str().unwrap().to_owned()));
+            ids.push((
+                doc["id"].as_str().unwrap().to_owned(),
+                doc["owner"].as_str().unwrap().to_owned(),
+            ));
         }
     }
     for (id, owner) in &ids {
         for entry in 0..5 {
-            let r = http.get(cluster.url(entry, &format!("/api/sessions/{id}"))).send().await.unwrap();
+            let r = http
+                .get(cluster.url(entry, &format!("/api/sessions/{id}")))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 200);
             assert_eq!(header(&r, "x-served-by").as_ref(), Some(owner));
         }
@@ -407,7 +619,11 @@ async fn five_nodes_serve_everything_and_a_stopped_node_leaves_every_ring() {
     }
     for (id, owner) in ids.iter().filter(|(_, owner)| owner != "node5") {
         for entry in 0..4 {
-            let r = http.get(cluster.url(entry, &format!("/api/sessions/{id}"))).send().await.unwrap();
+            let r = http
+                .get(cluster.url(entry, &format!("/api/sessions/{id}")))
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 200, "session owned by {owner} after node5 left");
         }
     }

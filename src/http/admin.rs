@@ -59,5 +59,6 @@ async fn readyz(node: web::Data<Node>) -> HttpResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    HttpResponse::build(code).json(json!({"status": status, "in_ring": in_ring, "node_id": node.id()}))
+    HttpResponse::build(code)
+        .json(json!({"status": status, "in_ring": in_ring, "node_id": node.id()}))
 }

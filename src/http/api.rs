@@ -12,7 +12,9 @@ use subtle::ConstantTimeEq;
 
 use super::{read_body, ApiError, Ctx};
 use crate::node::Node;
-use crate::session::{self, now_millis, parse_object, to_raw, Document, Session, SessionId, WriteError};
+use crate::session::{
+    self, now_millis, parse_object, to_raw, Document, Session, SessionId, WriteError,
+};
 
 /// Longest accepted `ttl_seconds`: 30 days.
 const MAX_TTL_SECONDS: u64 = 30 * 24 * 3600;
@@ -52,12 +54,16 @@ enum Edit {
 
 impl Edit {
     /// The new data from the current data and a validated body.
-    fn apply(self, current: &RawValue, body: &serde_json::Map<String, serde_json::Value>) -> Box<RawValue> {
+    fn apply(
+        self,
+        current: &RawValue,
+        body: &serde_json::Map<String, serde_json::Value>,
+    ) -> Box<RawValue> {
         match self {
             Edit::Replace => to_raw(body),
             Edit::Merge => {
-                let mut doc: serde_json::Value =
-                    serde_json::from_str(current.get()).unwrap_or_else(|_| serde_json::Value::Object(Default::default()));
+                let mut doc: serde_json::Value = serde_json::from_str(current.get())
+                    .unwrap_or_else(|_| serde_json::Value::Object(Default::default()));
                 json_patch::merge(&mut doc, &serde_json::Value::Object(body.clone()));
                 match doc {
                     serde_json::Value::Object(map) => to_raw(&map),
@@ -82,7 +88,10 @@ fn document(node: &Node, id: &SessionId, s: &Session, status: StatusCode) -> Htt
 }
 
 fn no_session() -> ApiError {
-    ApiError::not_found("no_session", "no such session (unknown, expired or deleted)")
+    ApiError::not_found(
+        "no_session",
+        "no such session (unknown, expired or deleted)",
+    )
 }
 
 fn write_error(e: WriteError) -> ApiError {
@@ -105,16 +114,20 @@ fn if_match(req: &HttpRequest) -> Result<Option<u64>, ApiError> {
     if value == "*" {
         return Ok(None);
     }
-    value
-        .trim_matches('"')
-        .parse()
-        .map(Some)
-        .map_err(|_| ApiError::bad_request("bad_if_match", "If-Match must be a quoted version, like \"3\""))
+    value.trim_matches('"').parse().map(Some).map_err(|_| {
+        ApiError::bad_request(
+            "bad_if_match",
+            "If-Match must be a quoted version, like \"3\"",
+        )
+    })
 }
 
 fn body_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("empty_body", "a JSON object is required"));
+        return Err(ApiError::bad_request(
+            "empty_body",
+            "a JSON object is required",
+        ));
     }
     parse_object(body).map_err(|e| match e {
         session::DataError::Malformed(_) => ApiError::bad_request("malformed_json", e.to_string()),
@@ -152,13 +165,22 @@ fn check_token(node: &Node, req: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
-fn new_session(node: &Node, id: SessionId, data: Box<RawValue>, ttl: Duration) -> Result<Session, ApiError> {
+fn new_session(
+    node: &Node,
+    id: SessionId,
+    data: Box<RawValue>,
+    ttl: Duration,
+) -> Result<Session, ApiError> {
     let now = now_millis();
     let session = Session::new(data, ttl, now);
     if node.store().insert_new(id, session.clone(), now) {
         Ok(session)
     } else {
-        Err(ApiError::new(StatusCode::CONFLICT, "id_collision", "session id already in use; retry"))
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "id_collision",
+            "session id already in use; retry",
+        ))
     }
 }
 
@@ -166,10 +188,15 @@ fn new_session(node: &Node, id: SessionId, data: Box<RawValue>, ttl: Duration) -
 
 async fn cookie_get(ctx: Ctx) -> Result<HttpResponse, ApiError> {
     let node = ctx.node.clone();
-    let id = node.cookies().from_request(&ctx.req).ok_or_else(no_session)?;
+    let id = node
+        .cookies()
+        .from_request(&ctx.req)
+        .ok_or_else(no_session)?;
     ctx.on_owner(&id, Bytes::new(), || {
         node.store()
-            .read(&id, now_millis(), |s| document(&node, &id, s, StatusCode::OK))
+            .read(&id, now_millis(), |s| {
+                document(&node, &id, s, StatusCode::OK)
+            })
             .ok_or_else(no_session)
     })
     .await
@@ -185,25 +212,40 @@ async fn cookie_patch(ctx: Ctx, payload: web::Payload) -> Result<HttpResponse, A
 
 /// PUT/PATCH by cookie: edits the visitor's session, or starts one (201 and a
 /// cookie) when there is none.
-async fn cookie_write(ctx: Ctx, payload: web::Payload, edit: Edit) -> Result<HttpResponse, ApiError> {
+async fn cookie_write(
+    ctx: Ctx,
+    payload: web::Payload,
+    edit: Edit,
+) -> Result<HttpResponse, ApiError> {
     let node = ctx.node.clone();
     let body = read_body(&ctx.req, payload, node.config().max_session_bytes).await?;
     let if_match = if_match(&ctx.req)?;
     let start = |id: SessionId, object: &serde_json::Map<String, serde_json::Value>| {
-        let session = new_session(&node, id, edit.apply(&session::empty_object(), object), node.config().session_ttl)?;
+        let session = new_session(
+            &node,
+            id,
+            edit.apply(&session::empty_object(), object),
+            node.config().session_ttl,
+        )?;
         let mut response = document(&node, &id, &session, StatusCode::CREATED);
         response
             .add_cookie(&node.cookies().cookie(&id))
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cookie", e.to_string()))?;
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cookie", e.to_string())
+            })?;
         Ok(response)
     };
     match node.cookies().from_request(&ctx.req) {
         Some(id) => {
             ctx.on_owner(&id, body.clone(), || {
                 let object = body_object(&body)?;
-                match node.store().write(&id, now_millis(), if_match, |cur| edit.apply(cur, &object), |s| {
-                    document(&node, &id, s, StatusCode::OK)
-                }) {
+                match node.store().write(
+                    &id,
+                    now_millis(),
+                    if_match,
+                    |cur| edit.apply(cur, &object),
+                    |s| document(&node, &id, s, StatusCode::OK),
+                ) {
                     Err(WriteError::NotFound) if if_match.is_none() => {
                         let fresh = node.mint_owned_id().unwrap_or_else(SessionId::random);
                         start(fresh, &object)
@@ -217,18 +259,26 @@ async fn cookie_write(ctx: Ctx, payload: web::Payload, edit: Edit) -> Result<Htt
             if if_match.is_some() {
                 return Err(no_session());
             }
-            ctx.create(body.clone(), |id| start(id, &body_object(&body)?)).await
+            ctx.create(body.clone(), |id| start(id, &body_object(&body)?))
+                .await
         }
     }
 }
 
 async fn cookie_delete(ctx: Ctx) -> Result<HttpResponse, ApiError> {
     let node = ctx.node.clone();
-    let id = node.cookies().from_request(&ctx.req).ok_or_else(no_session)?;
+    let id = node
+        .cookies()
+        .from_request(&ctx.req)
+        .ok_or_else(no_session)?;
     let if_match = if_match(&ctx.req)?;
     ctx.on_owner(&id, Bytes::new(), || {
-        node.store().remove(&id, now_millis(), if_match).map_err(write_error)?;
-        Ok(HttpResponse::NoContent().cookie(node.cookies().removal()).finish())
+        node.store()
+            .remove(&id, now_millis(), if_match)
+            .map_err(write_error)?;
+        Ok(HttpResponse::NoContent()
+            .cookie(node.cookies().removal())
+            .finish())
     })
     .await
 }
@@ -245,8 +295,12 @@ async fn create(ctx: Ctx, payload: web::Payload) -> Result<HttpResponse, ApiErro
     let node = ctx.node.clone();
     check_token(&node, &ctx.req)?;
     let body = read_body(&ctx.req, payload, node.config().max_session_bytes).await?;
-    let query: CreateQuery = serde_urlencoded::from_str(ctx.req.query_string())
-        .map_err(|e| ApiError::bad_request("bad_query", format!("ttl_seconds must be a whole number of seconds: {e}")))?;
+    let query: CreateQuery = serde_urlencoded::from_str(ctx.req.query_string()).map_err(|e| {
+        ApiError::bad_request(
+            "bad_query",
+            format!("ttl_seconds must be a whole number of seconds: {e}"),
+        )
+    })?;
     let ttl = match query.ttl_seconds {
         None => node.config().session_ttl,
         Some(s) if (1..=MAX_TTL_SECONDS).contains(&s) => Duration::from_secs(s),
@@ -267,8 +321,9 @@ async fn create(ctx: Ctx, payload: web::Payload) -> Result<HttpResponse, ApiErro
         let mut response = document(&node, &id, &session, StatusCode::CREATED);
         response.headers_mut().insert(
             header::LOCATION,
-            header::HeaderValue::from_str(&format!("/api/sessions/{id}"))
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "location", e.to_string()))?,
+            header::HeaderValue::from_str(&format!("/api/sessions/{id}")).map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "location", e.to_string())
+            })?,
         );
         Ok(response)
     })
@@ -281,7 +336,9 @@ async fn id_get(ctx: Ctx) -> Result<HttpResponse, ApiError> {
     let id = path_id(&ctx.req)?;
     ctx.on_owner(&id, Bytes::new(), || {
         node.store()
-            .read(&id, now_millis(), |s| document(&node, &id, s, StatusCode::OK))
+            .read(&id, now_millis(), |s| {
+                document(&node, &id, s, StatusCode::OK)
+            })
             .ok_or_else(no_session)
     })
     .await
@@ -306,9 +363,13 @@ async fn id_write(ctx: Ctx, payload: web::Payload, edit: Edit) -> Result<HttpRes
     ctx.on_owner(&id, body.clone(), || {
         let object = body_object(&body)?;
         node.store()
-            .write(&id, now_millis(), if_match, |cur| edit.apply(cur, &object), |s| {
-                document(&node, &id, s, StatusCode::OK)
-            })
+            .write(
+                &id,
+                now_millis(),
+                if_match,
+                |cur| edit.apply(cur, &object),
+                |s| document(&node, &id, s, StatusCode::OK),
+            )
             .map_err(write_error)
     })
     .await
@@ -320,7 +381,9 @@ async fn id_delete(ctx: Ctx) -> Result<HttpResponse, ApiError> {
     let id = path_id(&ctx.req)?;
     let if_match = if_match(&ctx.req)?;
     ctx.on_owner(&id, Bytes::new(), || {
-        node.store().remove(&id, now_millis(), if_match).map_err(write_error)?;
+        node.store()
+            .remove(&id, now_millis(), if_match)
+            .map_err(write_error)?;
         Ok(HttpResponse::NoContent().finish())
     })
     .await

@@ -37,8 +37,15 @@ pub(super) async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let path = req.uri().path_and_query().map_or(req.path(), |pq| pq.as_str()).to_owned();
-    let header = req.headers().get(auth::HEADER).and_then(|v| v.to_str().ok());
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or(req.path(), |pq| pq.as_str())
+        .to_owned();
+    let header = req
+        .headers()
+        .get(auth::HEADER)
+        .and_then(|v| v.to_str().ok());
     match signer.verify(header, req.method().as_str(), &path) {
         Ok(_signer_node) => {
             if let Some(entry) = req.headers().get(ENTRY_NODE).and_then(|v| v.to_str().ok()) {
@@ -51,7 +58,9 @@ pub(super) async fn authenticate(
         }
         Err(error) => {
             tracing::debug!(peer = ?req.peer_addr(), %error, "internal request refused");
-            let response = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string()).error_response();
+            let response =
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string())
+                    .error_response();
             Ok(req.into_response(response).map_into_right_body())
         }
     }

@@ -147,7 +147,9 @@ impl Ctx {
     ) -> Result<HttpResponse, ApiError> {
         match self.node.mint_owned_id() {
             Some(id) => local(id),
-            None if self.forwarded() || self.node.view().ring.is_empty() => local(SessionId::random()),
+            None if self.forwarded() || self.node.view().ring.is_empty() => {
+                local(SessionId::random())
+            }
             None => {
                 let any = SessionId::random();
                 self.on_owner(&any, body, || local(any)).await
@@ -157,7 +159,11 @@ impl Ctx {
 }
 
 /// Reads a request body of at most `limit` bytes; 413 past that.
-pub(crate) async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -177,7 +183,9 @@ pub(crate) async fn read_body(req: &HttpRequest, mut payload: web::Payload, limi
     }
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request("bad_body", format!("could not read the request body: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request("bad_body", format!("could not read the request body: {e}"))
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -188,7 +196,11 @@ pub(crate) async fn read_body(req: &HttpRequest, mut payload: web::Payload, limi
 
 /// JSON 404 for any unknown route.
 async fn no_route(req: HttpRequest) -> HttpResponse {
-    ApiError::not_found("no_route", format!("no route for {} {}", req.method(), req.path())).error_response()
+    ApiError::not_found(
+        "no_route",
+        format!("no route for {} {}", req.method(), req.path()),
+    )
+    .error_response()
 }
 
 /// JSON 405 for a known path with another method.
@@ -249,7 +261,9 @@ pub fn internal_app(
     actix_web::App::new()
         .app_data(node)
         .app_data(peers)
-        .wrap(actix_web::middleware::from_fn(move |req, next| internal::authenticate(signer.clone(), req, next)))
+        .wrap(actix_web::middleware::from_fn(move |req, next| {
+            internal::authenticate(signer.clone(), req, next)
+        }))
         .wrap(served_by)
         .service(web::scope(FORWARD_PREFIX).configure(session_routes))
         .configure(internal::routes)
@@ -269,7 +283,9 @@ impl actix_web::FromRequest for Ctx {
                 node,
                 peers,
             }),
-            _ => Err(actix_web::error::ErrorInternalServerError("application state missing")),
+            _ => Err(actix_web::error::ErrorInternalServerError(
+                "application state missing",
+            )),
         })
     }
 }

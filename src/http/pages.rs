@@ -13,19 +13,23 @@ use crate::session::{now_millis, to_raw, Session};
 const MAX_NAME_CHARS: usize = 256;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/").get(home).default_service(web::to(super::wrong_method)))
-        .service(
-            web::resource("/login")
-                .get(login)
-                .post(login)
-                .default_service(web::to(super::wrong_method)),
-        )
-        .service(
-            web::resource("/logout")
-                .get(logout)
-                .post(logout)
-                .default_service(web::to(super::wrong_method)),
-        );
+    cfg.service(
+        web::resource("/")
+            .get(home)
+            .default_service(web::to(super::wrong_method)),
+    )
+    .service(
+        web::resource("/login")
+            .get(login)
+            .post(login)
+            .default_service(web::to(super::wrong_method)),
+    )
+    .service(
+        web::resource("/logout")
+            .get(logout)
+            .post(logout)
+            .default_service(web::to(super::wrong_method)),
+    );
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -63,7 +67,9 @@ fn page(node_id: &str, name: Option<&str>) -> String {
 }
 
 fn html(body: String) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(body)
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(body)
 }
 
 /// `GET /`: greets the session's name, or the Guest.
@@ -73,7 +79,10 @@ async fn home(ctx: Ctx) -> Result<HttpResponse, ApiError> {
         return Ok(html(page(node.id(), None)));
     };
     ctx.on_owner(&id, Default::default(), || {
-        let name = node.store().read(&id, now_millis(), |s| s.data_str("name")).flatten();
+        let name = node
+            .store()
+            .read(&id, now_millis(), |s| s.data_str("name"))
+            .flatten();
         Ok(html(page(node.id(), name.as_deref())))
     })
     .await
@@ -95,10 +104,15 @@ async fn login(ctx: Ctx, payload: web::Payload) -> Result<HttpResponse, ApiError
     } else {
         serde_urlencoded::from_str(ctx.req.query_string())
     }
-    .map_err(|e| ApiError::bad_request("bad_form", format!("could not parse the login form: {e}")))?;
+    .map_err(|e| {
+        ApiError::bad_request("bad_form", format!("could not parse the login form: {e}"))
+    })?;
     let name = form.name.map(|n| n.trim().to_owned()).unwrap_or_default();
     if name.is_empty() {
-        return Err(ApiError::bad_request("missing_name", "give a name: /login?name=<name>"));
+        return Err(ApiError::bad_request(
+            "missing_name",
+            "give a name: /login?name=<name>",
+        ));
     }
     if name.chars().count() > MAX_NAME_CHARS {
         return Err(ApiError::bad_request(
@@ -109,9 +123,19 @@ async fn login(ctx: Ctx, payload: web::Payload) -> Result<HttpResponse, ApiError
     ctx.create(body, |id| {
         let now = now_millis();
         let data = json!({ "name": name });
-        let data = data.as_object().map(to_raw).unwrap_or_else(crate::session::empty_object);
-        if !node.store().insert_new(id, Session::new(data, node.config().session_ttl, now), now) {
-            return Err(ApiError::new(StatusCode::CONFLICT, "id_collision", "session id already in use; retry"));
+        let data = data
+            .as_object()
+            .map(to_raw)
+            .unwrap_or_else(crate::session::empty_object);
+        if !node
+            .store()
+            .insert_new(id, Session::new(data, node.config().session_ttl, now), now)
+        {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "id_collision",
+                "session id already in use; retry",
+            ));
         }
         let cookie = node.cookies().cookie(&id);
         Ok(if is_post {

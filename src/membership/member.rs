@@ -146,7 +146,11 @@ mod tests {
         incomplete.set(KEY_STATUS, "ready");
         let bad_status = state("127.0.0.1:1", "dancing");
         let bad_addr = state("nowhere", "ready");
-        let nodes = [(id("x", 1), incomplete), (id("y", 1), bad_status), (id("z", 1), bad_addr)];
+        let nodes = [
+            (id("x", 1), incomplete),
+            (id("y", 1), bad_status),
+            (id("z", 1), bad_addr),
+        ];
         assert!(latest_generations(nodes.iter().map(|(i, s)| (i, s))).is_empty());
     }
 }

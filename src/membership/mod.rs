@@ -8,7 +8,10 @@
 
 mod member;
 
-pub use member::{latest_generations, live_members, Member, Status, KEY_INTERNAL_ADDR, KEY_PUBLIC_ADDR, KEY_STATUS};
+pub use member::{
+    latest_generations, live_members, Member, Status, KEY_INTERNAL_ADDR, KEY_PUBLIC_ADDR,
+    KEY_STATUS,
+};
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -57,7 +60,13 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
-    fn build(self_id: NodeId, members: HashMap<NodeId, Member>, previous: Option<&ClusterView>, vnodes: u32, copies: usize) -> ClusterView {
+    fn build(
+        self_id: NodeId,
+        members: HashMap<NodeId, Member>,
+        previous: Option<&ClusterView>,
+        vnodes: u32,
+        copies: usize,
+    ) -> ClusterView {
         let ready: BTreeSet<NodeId> = members
             .values()
             .filter(|m| m.status == Status::Ready)
@@ -101,7 +110,11 @@ impl Membership {
     /// Starts gossip on `config.gossip_listen` and the view-publishing task.
     pub async fn start(config: MembershipConfig) -> anyhow::Result<Membership> {
         let self_id: NodeId = config.node_id.as_str().into();
-        let chitchat_id = ChitchatId::new(config.node_id.clone(), config.generation, config.gossip_advertise);
+        let chitchat_id = ChitchatId::new(
+            config.node_id.clone(),
+            config.generation,
+            config.gossip_advertise,
+        );
         let failure_detector_config = FailureDetectorConfig {
             // Lower than chitchat's default of 8 so that a dead node is noticed in
             // seconds; heartbeats arrive every gossip interval.
@@ -122,14 +135,22 @@ impl Membership {
             catchup_callback: None,
             // Half-known nodes (without addresses and status) are never live.
             extra_liveness_predicate: Some(Box::new(|state| {
-                state.contains_key(KEY_PUBLIC_ADDR) && state.contains_key(KEY_INTERNAL_ADDR) && state.contains_key(KEY_STATUS)
+                state.contains_key(KEY_PUBLIC_ADDR)
+                    && state.contains_key(KEY_INTERNAL_ADDR)
+                    && state.contains_key(KEY_STATUS)
             })),
             protocol_version: chitchat::ProtocolVersion::V0,
         };
         let initial = vec![
             (KEY_PUBLIC_ADDR.to_owned(), config.public_advertise.clone()),
-            (KEY_INTERNAL_ADDR.to_owned(), config.internal_advertise.clone()),
-            (KEY_STATUS.to_owned(), config.initial_status.as_str().to_owned()),
+            (
+                KEY_INTERNAL_ADDR.to_owned(),
+                config.internal_advertise.clone(),
+            ),
+            (
+                KEY_STATUS.to_owned(),
+                config.initial_status.as_str().to_owned(),
+            ),
         ];
         let chitchat = spawn_chitchat(chitchat_config, initial, &UdpTransport)
             .await
@@ -150,7 +171,13 @@ impl Membership {
                 gossip_addr: config.gossip_advertise,
                 status: config.initial_status,
             });
-            Arc::new(ClusterView::build(self_id.clone(), members, None, config.vnodes, copies))
+            Arc::new(ClusterView::build(
+                self_id.clone(),
+                members,
+                None,
+                config.vnodes,
+                copies,
+            ))
         };
         let view = Arc::new(ArcSwap::new(first.clone()));
         let (tx, changes) = watch::channel(first);
@@ -168,7 +195,13 @@ impl Membership {
                     }
                     let members = live_members(&live_rx.borrow_and_update());
                     let previous = view.load_full();
-                    let next = Arc::new(ClusterView::build(self_id.clone(), members, Some(&previous), vnodes, copies));
+                    let next = Arc::new(ClusterView::build(
+                        self_id.clone(),
+                        members,
+                        Some(&previous),
+                        vnodes,
+                        copies,
+                    ));
                     log_changes(&previous, &next);
                     view.store(next.clone());
                     let _ = tx.send(next);
@@ -215,8 +248,13 @@ impl Membership {
                 let mut out: Vec<MemberReport> = known
                     .into_values()
                     .map(|member| {
-                        let is_live = live.iter().any(|id| *id.node_id == *member.node_id && id.generation_id == member.generation);
-                        MemberReport { member, live: is_live }
+                        let is_live = live.iter().any(|id| {
+                            *id.node_id == *member.node_id && id.generation_id == member.generation
+                        });
+                        MemberReport {
+                            member,
+                            live: is_live,
+                        }
                     })
                     .collect();
                 out.sort_by(|a, b| a.member.node_id.cmp(&b.member.node_id));
@@ -243,7 +281,9 @@ impl Membership {
 fn log_changes(previous: &ClusterView, next: &ClusterView) {
     for (id, member) in &next.members {
         match previous.members.get(id) {
-            None => tracing::info!(node = %id, generation = member.generation, status = %member.status, "member joined"),
+            None => {
+                tracing::info!(node = %id, generation = member.generation, status = %member.status, "member joined")
+            }
             Some(old) if old.generation != member.generation => {
                 tracing::info!(node = %id, generation = member.generation, "member restarted")
             }
@@ -259,6 +299,10 @@ fn log_changes(previous: &ClusterView, next: &ClusterView) {
         }
     }
     if !Arc::ptr_eq(&previous.ring, &next.ring) {
-        tracing::info!(members = next.ring.nodes().len(), fingerprint = next.ring.fingerprint(), "ring changed");
+        tracing::info!(
+            members = next.ring.nodes().len(),
+            fingerprint = next.ring.fingerprint(),
+            "ring changed"
+        );
     }
 }

@@ -141,9 +141,15 @@ mod tests {
     #[test]
     fn parse_object_accepts_objects_only() {
         assert!(parse_object(br#"{"a":1}"#).is_ok());
-        assert!(matches!(parse_object(b"[1]"), Err(DataError::NotAnObject(_))));
+        assert!(matches!(
+            parse_object(b"[1]"),
+            Err(DataError::NotAnObject(_))
+        ));
         assert!(matches!(parse_object(b"{"), Err(DataError::Malformed(_))));
-        assert!(matches!(parse_object(b"\xff"), Err(DataError::Malformed(_))));
+        assert!(matches!(
+            parse_object(b"\xff"),
+            Err(DataError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -44,7 +44,12 @@ impl Store {
     }
 
     /// Reads a live session and slides its expiry; `f` sees it under the lock.
-    pub fn read<T>(&self, id: &SessionId, now: UnixMillis, f: impl FnOnce(&Session) -> T) -> Option<T> {
+    pub fn read<T>(
+        &self,
+        id: &SessionId,
+        now: UnixMillis,
+        f: impl FnOnce(&Session) -> T,
+    ) -> Option<T> {
         let mut shard = self.shard(id).lock();
         let session = shard.get_mut(id)?;
         if session.is_expired(now) {
@@ -103,7 +108,12 @@ impl Store {
     }
 
     /// Removes a session; true if a live one was there.
-    pub fn remove(&self, id: &SessionId, now: UnixMillis, if_match: Option<u64>) -> Result<(), WriteError> {
+    pub fn remove(
+        &self,
+        id: &SessionId,
+        now: UnixMillis,
+        if_match: Option<u64>,
+    ) -> Result<(), WriteError> {
         let mut shard = self.shard(id).lock();
         match shard.get(id) {
             Some(s) if !s.is_expired(now) => {
@@ -179,8 +189,15 @@ mod tests {
         assert!(store.insert_new(id, session(1_000, 0), 0));
         assert_eq!(store.read(&id, 900, |s| s.expires_at), Some(1_900));
         assert!(store.read(&id, 1_800, |_| ()).is_some());
-        assert!(store.read(&id, 2_800, |_| ()).is_none(), "expired after idling a whole ttl");
-        assert_eq!(store.len(), 0, "an expired session found on read is dropped");
+        assert!(
+            store.read(&id, 2_800, |_| ()).is_none(),
+            "expired after idling a whole ttl"
+        );
+        assert_eq!(
+            store.len(),
+            0,
+            "an expired session found on read is dropped"
+        );
     }
 
     #[test]
@@ -188,14 +205,24 @@ mod tests {
         let store = Store::default();
         let id = SessionId::random();
         store.insert_new(id, session(1_000, 0), 0);
-        let replace = |_: &RawValue| to_raw(&serde_json::json!({"a": 1}).as_object().unwrap().clone());
+        let replace =
+            |_: &RawValue| to_raw(&serde_json::json!({"a": 1}).as_object().unwrap().clone());
         assert_eq!(store.write(&id, 1, Some(1), replace, |s| s.version), Ok(2));
         assert_eq!(
             store.write(&id, 2, Some(1), replace, |s| s.version),
-            Err(WriteError::VersionMismatch { current: 2, expected: 1 })
+            Err(WriteError::VersionMismatch {
+                current: 2,
+                expected: 1
+            })
         );
-        assert_eq!(store.read(&id, 3, |s| s.data.get().to_owned()).unwrap(), r#"{"a":1}"#);
-        assert_eq!(store.write(&SessionId::random(), 2, None, replace, |_| ()), Err(WriteError::NotFound));
+        assert_eq!(
+            store.read(&id, 3, |s| s.data.get().to_owned()).unwrap(),
+            r#"{"a":1}"#
+        );
+        assert_eq!(
+            store.write(&SessionId::random(), 2, None, replace, |_| ()),
+            Err(WriteError::NotFound)
+        );
     }
 
     #[test]
@@ -204,14 +231,21 @@ mod tests {
         let id = SessionId::random();
         assert!(store.insert_new(id, session(1_000, 0), 0));
         assert!(!store.insert_new(id, session(1_000, 0), 10));
-        assert!(store.insert_new(id, session(1_000, 0), 2_000), "an expired one may be replaced");
+        assert!(
+            store.insert_new(id, session(1_000, 0), 2_000),
+            "an expired one may be replaced"
+        );
     }
 
     #[test]
     fn purge_removes_only_expired_sessions() {
         let store = Store::default();
         for i in 0..500 {
-            store.insert_new(SessionId::random(), session(if i % 2 == 0 { 10 } else { 10_000 }, 0), 0);
+            store.insert_new(
+                SessionId::random(),
+                session(if i % 2 == 0 { 10 } else { 10_000 }, 0),
+                0,
+            );
         }
         let purged: usize = (0..SHARDS).map(|tick| store.purge_shard(tick, 100)).sum();
         assert_eq!(purged, 250);

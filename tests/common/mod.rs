@@ -84,7 +84,10 @@ impl Cluster {
         let secrets = Secrets::new();
         let mut nodes: Vec<NodeHandle> = Vec::new();
         for i in 1..=n {
-            let seeds = nodes.first().map(|first| vec![first.addrs().gossip.to_string()]).unwrap_or_default();
+            let seeds = nodes
+                .first()
+                .map(|first| vec![first.addrs().gossip.to_string()])
+                .unwrap_or_default();
             let mut config = test_config(&format!("node{i}"), &secrets, seeds);
             tweak(&mut config);
             nodes.push(start(config).await.expect("node starts"));
@@ -109,7 +112,10 @@ impl Cluster {
                 }
                 prints.push(view.ring.fingerprint().to_owned());
             }
-            prints.windows(2).all(|w| w[0] == w[1]).then(|| prints[0].clone())
+            prints
+                .windows(2)
+                .all(|w| w[0] == w[1])
+                .then(|| prints[0].clone())
         })
         .await
     }
@@ -156,5 +162,9 @@ pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
 }
 
 pub fn header(response: &reqwest::Response, name: &str) -> Option<String> {
-    response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
