@@ -14,6 +14,7 @@
 //! - [`node`]: start-up in order, graceful leave in reverse; [`config`] is parsed once.
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod cookie;
 pub mod http;

@@ -3,14 +3,23 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use sessionmesh::cli::Command;
 use sessionmesh::config::{Config, LogFormat, ServeArgs};
 use tracing_subscriber::EnvFilter;
 
 /// A session cluster: nodes gossip membership, a consistent-hash ring gives every
 /// session an owner, and any node forwards a request to its session's owner.
 #[derive(Parser, Debug)]
-#[command(name = "sessionmesh", version, about)]
+#[command(
+    name = "sessionmesh",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// With no subcommand: serve a node.
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -56,6 +65,9 @@ async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(command) = cli.command {
+        return command.run();
+    }
     let config = match Config::load(&cli.serve) {
         Ok(config) => config,
         Err(error) => {

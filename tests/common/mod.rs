@@ -37,11 +37,26 @@ pub struct Secrets {
 }
 
 impl Secrets {
+    /// Random printable secrets (they may travel through environment variables).
     pub fn new() -> Secrets {
+        let text = || -> String {
+            (0..32)
+                .map(|_| format!("{:02x}", rand::random::<u8>()))
+                .collect()
+        };
         Secrets {
-            cookie: Secret::random(),
-            cluster: Secret::random(),
+            cookie: Secret::new(text()),
+            cluster: Secret::new(text()),
         }
+    }
+
+    /// The secrets as environment variables for a child `sessionmesh` process.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let s = |secret: &Secret| String::from_utf8(secret.expose().to_vec()).unwrap();
+        vec![
+            ("SESSIONMESH_COOKIE_SECRET", s(&self.cookie)),
+            ("SESSIONMESH_CLUSTER_SECRET", s(&self.cluster)),
+        ]
     }
 }
 
@@ -167,4 +182,125 @@ pub fn header(response: &reqwest::Response, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+/// A `sessionmesh` binary running as a child process, with the addresses it
+/// reported in its JSON start-up line.
+pub struct ChildNode {
+    pub child: std::process::Child,
+    pub public: std::net::SocketAddr,
+    pub internal: std::net::SocketAddr,
+    pub gossip: std::net::SocketAddr,
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl ChildNode {
+    /// Starts the binary on port-0 loopback listeners and waits for its
+    /// "node ready" log line.
+    pub fn spawn(node_id: &str, secrets: &Secrets, seeds: &[String], extra: &[&str]) -> ChildNode {
+        use std::io::BufRead;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sessionmesh"));
+        command
+            .args([
+                "--node-id",
+                node_id,
+                "--cluster-id",
+                "test",
+                "--log-format",
+                "json",
+            ])
+            .args([
+                "--public-addr",
+                "127.0.0.1:0",
+                "--internal-addr",
+                "127.0.0.1:0",
+                "--gossip-addr",
+                "127.0.0.1:0",
+            ])
+            .args(["--workers", "1"])
+            .args(extra)
+            .envs(secrets.env())
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if !extra.contains(&"--gossip-interval") {
+            command.args(["--gossip-interval", "100ms"]);
+        }
+        for seed in seeds {
+            command.args(["--seed", seed]);
+        }
+        let mut child = command.spawn().expect("the sessionmesh binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = lines.recv_timeout(remaining) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{node_id} never reported ready; it wrote:\n{}",
+                    seen.join("\n")
+                );
+            };
+            seen.push(line.clone());
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if event["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("node ready"))
+            {
+                let addr = |key: &str| event[key].as_str().unwrap().parse().unwrap();
+                return ChildNode {
+                    public: addr("public"),
+                    internal: addr("internal"),
+                    gossip: addr("gossip"),
+                    child,
+                    lines,
+                };
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.public, path)
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, ...) to the child.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the child to exit, at most `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        wait_for("the child to exit", timeout, || {
+            let status = self.child.try_wait().unwrap();
+            async move { status }
+        })
+        .await
+    }
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
