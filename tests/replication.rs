@@ -107,7 +107,7 @@ async fn wait_all_readable(
         "{step}: sessions still unreadable after 60 s, e.g. {:?}",
         &last[..last.len().min(5)]
     );
-    if first_failures.len() > 0 {
+    if !first_failures.is_empty() {
         eprintln!(
             "{step}: first check had {} failures, e.g. {:?}",
             first_failures.len(),
