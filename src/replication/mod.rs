@@ -207,10 +207,12 @@ impl Replication {
         let (value, touch) = match store.read(id, now_millis(), f) {
             Ok(found) => found,
             Err(f) => {
-                if store.known(id, now_millis()) != Known::Unknown {
-                    return None;
+                match store.known(id, now_millis()) {
+                    Known::Deleted => return None,
+                    // A copy arrived since the first look.
+                    Known::Live => {}
+                    Known::Unknown => self.read_through(id).await,
                 }
-                self.read_through(id).await;
                 store.read(id, now_millis(), f).ok()?
             }
         };
