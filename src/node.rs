@@ -261,6 +261,7 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
             vnodes: config.vnodes.get(),
             ring_copies: config.replication_factor.get() + FALLBACKS,
             initial_status: Status::Joining,
+            signer: Signer::new(config.cluster_secret.clone()),
         };
         match Membership::start(membership_config).await {
             Ok(m) => break (m, gossip_listen),

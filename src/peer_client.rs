@@ -87,7 +87,8 @@ impl PeerClient {
             .request(method.clone(), format!("http://{internal_addr}{path}"))
             .header(
                 auth::HEADER,
-                self.signer.sign(&self.self_id, method.as_str(), &path),
+                self.signer
+                    .sign(&self.self_id, method.as_str(), &path, &body),
             )
             .header(ENTRY_NODE, &*self.self_id);
         for (name, value) in req.headers() {

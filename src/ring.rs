@@ -227,8 +227,7 @@ fn fingerprint(nodes: &[NodeId], vnodes: u32) -> String {
         hasher.update((node.len() as u64).to_le_bytes());
         hasher.update(node.as_bytes());
     }
-    let digest = hasher.finalize();
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    crate::auth::hex(&hasher.finalize()[..8])
 }
 
 #[cfg(test)]

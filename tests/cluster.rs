@@ -537,7 +537,10 @@ async fn the_internal_listener_refuses_strangers() {
     let stranger = sessionmesh::auth::Signer::new(sessionmesh::config::Secret::random());
     let response = http
         .get(cluster.internal_url(0, &fwd))
-        .header("x-sessionmesh-auth", stranger.sign("node2", "GET", &fwd))
+        .header(
+            "x-sessionmesh-auth",
+            stranger.sign("node2", "GET", &fwd, b""),
+        )
         .send()
         .await
         .unwrap();
@@ -546,7 +549,7 @@ async fn the_internal_listener_refuses_strangers() {
     let peer = sessionmesh::auth::Signer::new(cluster.secrets.cluster.clone());
     let response = http
         .get(cluster.internal_url(0, &fwd))
-        .header("x-sessionmesh-auth", peer.sign("node2", "GET", &fwd))
+        .header("x-sessionmesh-auth", peer.sign("node2", "GET", &fwd, b""))
         .header("x-entry-node", "node2")
         .send()
         .await

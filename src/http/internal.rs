@@ -10,10 +10,13 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpResponse, ResponseError};
+use bytes::BytesMut;
+use futures_util::StreamExt;
 use serde_json::json;
 
 use super::ApiError;
 use crate::auth::{self, Signer};
+use crate::membership::{prove, Proof, ADMISSION_PATH};
 use crate::node::Node;
 use crate::peer_client::ENTRY_NODE;
 use crate::replication::client::{Batch, BatchAck, REPLICATE_PATH, SESSIONS_PATH};
@@ -27,8 +30,32 @@ pub struct Forwarded {
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/internal/ping", web::get().to(ping))
+        .route(ADMISSION_PATH, web::get().to(admission))
         .route(REPLICATE_PATH, web::post().to(replicate))
         .route(&format!("{SESSIONS_PATH}/{{id}}"), web::get().to(copy));
+}
+
+#[derive(serde::Deserialize)]
+struct Challenge {
+    nonce: String,
+}
+
+/// `GET /internal/admission?nonce=N`: proves this node knows the cluster secret
+/// (see [`crate::membership`]'s admission).
+async fn admission(node: web::Data<Node>, challenge: web::Query<Challenge>) -> HttpResponse {
+    let config = node.config();
+    HttpResponse::Ok().json(Proof {
+        cluster_id: config.cluster_id.clone(),
+        node_id: node.id().to_owned(),
+        generation: node.generation(),
+        proof: prove(
+            node.signer(),
+            &config.cluster_id,
+            node.id(),
+            node.generation(),
+            &challenge.nonce,
+        ),
+    })
 }
 
 /// Largest replication batch body accepted (batches hold at most 512 copies).
@@ -60,11 +87,39 @@ async fn ping(node: web::Data<Node>) -> HttpResponse {
     HttpResponse::Ok().json(json!({"node_id": node.id(), "generation": node.generation()}))
 }
 
+/// Checks the signature of an internal request, body included, before any
+/// handler runs; the body is read here (bounded) and handed on.
 pub(super) async fn authenticate(
     signer: Arc<Signer>,
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let refuse = |req: ServiceRequest, status: StatusCode, code: &'static str, message: String| {
+        let response = ApiError::new(status, code, message).error_response();
+        Ok(req.into_response(response).map_into_right_body())
+    };
+    let mut payload = req.take_payload();
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let Ok(chunk) = chunk else {
+            return refuse(
+                req,
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "could not read the request body".into(),
+            );
+        };
+        if body.len() + chunk.len() > MAX_BATCH_BYTES {
+            return refuse(
+                req,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "internal request body too large".into(),
+            );
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let body = body.freeze();
     let path = req
         .uri()
         .path_and_query()
@@ -74,7 +129,7 @@ pub(super) async fn authenticate(
         .headers()
         .get(auth::HEADER)
         .and_then(|v| v.to_str().ok());
-    match signer.verify(header, req.method().as_str(), &path) {
+    match signer.verify(header, req.method().as_str(), &path, &body) {
         Ok(_signer_node) => {
             if let Some(entry) = req.headers().get(ENTRY_NODE).and_then(|v| v.to_str().ok()) {
                 let forwarded = Forwarded {
@@ -82,14 +137,17 @@ pub(super) async fn authenticate(
                 };
                 req.extensions_mut().insert(forwarded);
             }
+            req.set_payload(actix_web::dev::Payload::from(body));
             Ok(next.call(req).await?.map_into_left_body())
         }
         Err(error) => {
             tracing::debug!(peer = ?req.peer_addr(), %error, "internal request refused");
-            let response =
-                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string())
-                    .error_response();
-            Ok(req.into_response(response).map_into_right_body())
+            refuse(
+                req,
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                error.to_string(),
+            )
         }
     }
 }

@@ -6,7 +6,11 @@
 //! ring of the `ready` members, rebuilt only when that set changes. Request handlers
 //! read the current view through an `ArcSwap`: no lock on the hot path.
 
+mod admission;
 mod member;
+
+use admission::Admission;
+pub use admission::{prove, Proof, ADMISSION_PATH};
 
 pub use member::{
     latest_generations, live_members, Member, Status, KEY_INTERNAL_ADDR, KEY_PUBLIC_ADDR,
@@ -46,6 +50,8 @@ pub struct MembershipConfig {
     /// How many distinct nodes per key the ring precomputes (replicas and fallbacks).
     pub ring_copies: usize,
     pub initial_status: Status,
+    /// Signs admission challenges and checks the proofs (the cluster secret).
+    pub signer: crate::auth::Signer,
 }
 
 /// One immutable snapshot of the cluster as this node sees it.
@@ -54,6 +60,8 @@ pub struct ClusterView {
     pub self_id: NodeId,
     /// Live members, latest generation of each node id.
     pub members: HashMap<NodeId, Member>,
+    /// The members that proved the cluster secret (only they enter the ring).
+    pub admitted: BTreeSet<NodeId>,
     /// The ring of the `ready` members.
     pub ring: Arc<Ring>,
     /// The ring before the last change of the ready set (for read-through).
@@ -66,13 +74,14 @@ impl ClusterView {
     fn build(
         self_id: NodeId,
         members: HashMap<NodeId, Member>,
+        admitted: BTreeSet<NodeId>,
         previous: Option<&ClusterView>,
         vnodes: u32,
         copies: usize,
     ) -> ClusterView {
         let ready: BTreeSet<NodeId> = members
             .values()
-            .filter(|m| m.status == Status::Ready)
+            .filter(|m| m.status == Status::Ready && admitted.contains(&m.node_id))
             .map(|m| m.node_id.clone())
             .collect();
         let (ring, previous_ring) = match previous {
@@ -91,10 +100,18 @@ impl ClusterView {
         ClusterView {
             self_id,
             members,
+            admitted,
             ring,
             previous_ring,
             epoch: previous.map_or(0, |p| p.epoch + 1),
         }
+    }
+
+    /// Whether `next` differs from `self` in anything a reader sees.
+    fn same_as(&self, next: &ClusterView) -> bool {
+        self.members == next.members
+            && self.admitted == next.admitted
+            && Arc::ptr_eq(&self.ring, &next.ring)
     }
 
     pub fn member(&self, node_id: &str) -> Option<&Member> {
@@ -108,6 +125,8 @@ pub struct MemberReport {
     #[serde(flatten)]
     pub member: Member,
     pub live: bool,
+    /// Proved the cluster secret to this node.
+    pub admitted: bool,
 }
 
 /// The running membership service.
@@ -170,6 +189,11 @@ impl Membership {
             .with_context(|| format!("starting gossip on {}", config.gossip_listen))?;
 
         let copies = config.ring_copies.max(1);
+        let mut admission = Admission::new(
+            (self_id.clone(), config.generation),
+            config.cluster_id.clone(),
+            config.signer.clone(),
+        )?;
         let first = {
             let cc = chitchat.chitchat();
             let guard = cc.lock().await;
@@ -184,9 +208,12 @@ impl Membership {
                 gossip_addr: config.gossip_advertise,
                 status: config.initial_status,
             });
+            admission.schedule(&members);
+            let admitted = BTreeSet::from([self_id.clone()]);
             Arc::new(ClusterView::build(
                 self_id.clone(),
                 members,
+                admitted,
                 None,
                 config.vnodes,
                 copies,
@@ -202,19 +229,33 @@ impl Membership {
             let vnodes = config.vnodes;
             async move {
                 loop {
+                    let retry = admission.next_retry();
                     tokio::select! {
                         _ = stop.cancelled() => break,
                         changed = live_rx.changed() => if changed.is_err() { break },
+                        admitted = admission.next_result() => if !admitted { continue },
+                        _ = tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)), if retry.is_some() => {}
                     }
                     let members = live_members(&live_rx.borrow_and_update());
+                    admission.schedule(&members);
+                    let admitted: BTreeSet<NodeId> = members
+                        .values()
+                        .filter(|m| admission.admitted(m))
+                        .map(|m| m.node_id.clone())
+                        .collect();
                     let previous = view.load_full();
-                    let next = Arc::new(ClusterView::build(
+                    let next = ClusterView::build(
                         self_id.clone(),
                         members,
+                        admitted,
                         Some(&previous),
                         vnodes,
                         copies,
-                    ));
+                    );
+                    if previous.same_as(&next) {
+                        continue;
+                    }
+                    let next = Arc::new(next);
                     log_changes(&previous, &next);
                     view.store(next.clone());
                     let _ = tx.send(next);
@@ -254,6 +295,7 @@ impl Membership {
 
     /// Every node gossip knows of, live or not (the latest generation of each).
     pub async fn report(&self) -> Vec<MemberReport> {
+        let view = self.view();
         self.chitchat
             .with_chitchat(|c| {
                 let live: std::collections::HashSet<ChitchatId> = c.live_nodes().cloned().collect();
@@ -264,9 +306,14 @@ impl Membership {
                         let is_live = live.iter().any(|id| {
                             *id.node_id == *member.node_id && id.generation_id == member.generation
                         });
+                        let admitted = view.admitted.contains(&member.node_id)
+                            && view
+                                .member(&member.node_id)
+                                .is_some_and(|m| m.generation == member.generation);
                         MemberReport {
                             member,
                             live: is_live,
+                            admitted,
                         }
                     })
                     .collect();

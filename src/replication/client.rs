@@ -85,14 +85,17 @@ impl InternalClient {
             from: self.self_id.to_string(),
             records,
         };
+        let body = serde_json::to_vec(&batch).map_err(|e| PeerError::Failed(e.to_string()))?;
         let response = self
             .http
             .post(format!("http://{internal_addr}{REPLICATE_PATH}"))
             .header(
                 auth::HEADER,
-                self.signer.sign(&self.self_id, "POST", REPLICATE_PATH),
+                self.signer
+                    .sign(&self.self_id, "POST", REPLICATE_PATH, &body),
             )
-            .json(&batch)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
             .send()
             .await
             .map_err(Self::map_err)?;
@@ -112,7 +115,10 @@ impl InternalClient {
         let response = self
             .http
             .get(format!("http://{internal_addr}{path}"))
-            .header(auth::HEADER, self.signer.sign(&self.self_id, "GET", &path))
+            .header(
+                auth::HEADER,
+                self.signer.sign(&self.self_id, "GET", &path, b""),
+            )
             .send()
             .await
             .map_err(Self::map_err)?;
