@@ -8,7 +8,10 @@
 
 mod admin;
 mod api;
+mod dashboard;
 mod internal;
+mod metrics;
+mod operator;
 mod pages;
 
 use std::sync::Arc;
@@ -134,7 +137,12 @@ impl Ctx {
         };
         match target {
             None => local(),
-            Some((owner, addr)) => self.peers.forward(&owner, &addr, &self.req, body).await,
+            Some((owner, addr)) => {
+                let started = std::time::Instant::now();
+                let result = self.peers.forward(&owner, &addr, &self.req, body).await;
+                metrics::observe_forward(&self.node, started, &result);
+                result
+            }
         }
     }
 
@@ -234,12 +242,19 @@ pub fn public_app(
     >,
 > {
     let served_by = DefaultHeaders::new().add((SERVED_BY, node.id().to_owned()));
+    let counted = node.clone();
     actix_web::App::new()
         .app_data(node)
         .app_data(peers)
         .wrap(served_by)
+        .wrap(actix_web::middleware::from_fn(move |req, next| {
+            metrics::count(counted.clone(), crate::metrics::Listener::Public, req, next)
+        }))
         .configure(session_routes)
         .configure(admin::routes)
+        .configure(dashboard::routes)
+        .configure(metrics::routes)
+        .configure(operator::routes)
         .default_service(web::to(no_route))
 }
 
@@ -258,6 +273,7 @@ pub fn internal_app(
 > {
     let served_by = DefaultHeaders::new().add((SERVED_BY, node.id().to_owned()));
     let signer = Arc::new(node.signer().clone());
+    let counted = node.clone();
     actix_web::App::new()
         .app_data(node)
         .app_data(peers)
@@ -265,8 +281,17 @@ pub fn internal_app(
             internal::authenticate(signer.clone(), req, next)
         }))
         .wrap(served_by)
+        .wrap(actix_web::middleware::from_fn(move |req, next| {
+            metrics::count(
+                counted.clone(),
+                crate::metrics::Listener::Internal,
+                req,
+                next,
+            )
+        }))
         .service(web::scope(FORWARD_PREFIX).configure(session_routes))
         .configure(internal::routes)
+        .configure(dashboard::internal_routes)
         .default_service(web::to(no_route))
 }
 
