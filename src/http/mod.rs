@@ -29,6 +29,7 @@ use crate::routing::{self, Route};
 use crate::session::SessionId;
 
 pub use internal::Forwarded;
+pub use operator::LEAVE_PATH;
 
 /// Header naming the node that served a response.
 pub const SERVED_BY: &str = "x-served-by";
