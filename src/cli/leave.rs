@@ -51,7 +51,12 @@ fn cluster_secret(args: &LeaveArgs) -> Result<Secret, String> {
     let from_file = |path: &PathBuf, source: &str| {
         std::fs::read(path)
             .map(|bytes| trim_newlines(&bytes).to_vec())
-            .map_err(|e| format!("reading the cluster secret from {} ({source}): {e}", path.display()))
+            .map_err(|e| {
+                format!(
+                    "reading the cluster secret from {} ({source}): {e}",
+                    path.display()
+                )
+            })
     };
     let bytes = if let Some(path) = &args.cluster_secret_file {
         from_file(path, "--cluster-secret-file")?
@@ -60,9 +65,11 @@ fn cluster_secret(args: &LeaveArgs) -> Result<Secret, String> {
     } else if let Some(path) = std::env::var_os("SESSIONMESH_CLUSTER_SECRET_FILE") {
         from_file(&PathBuf::from(path), "SESSIONMESH_CLUSTER_SECRET_FILE")?
     } else {
-        return Err("the cluster secret is needed: set SESSIONMESH_CLUSTER_SECRET or \
+        return Err(
+            "the cluster secret is needed: set SESSIONMESH_CLUSTER_SECRET or \
                     SESSIONMESH_CLUSTER_SECRET_FILE, or pass --cluster-secret-file"
-            .to_owned());
+                .to_owned(),
+        );
     };
     let bytes = trim_newlines(&bytes).to_vec();
     if bytes.len() < MIN_SECRET_BYTES {

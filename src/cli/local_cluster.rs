@@ -70,9 +70,12 @@ fn config(
     let port = if args.port == 0 {
         0
     } else {
-        args.port
-            .checked_add(i)
-            .ok_or_else(|| format!("--port {} leaves no room for {} nodes", args.port, args.nodes))?
+        args.port.checked_add(i).ok_or_else(|| {
+            format!(
+                "--port {} leaves no room for {} nodes",
+                args.port, args.nodes
+            )
+        })?
     };
     let loopback = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     Ok(Config {
@@ -121,7 +124,8 @@ pub fn run(args: LocalClusterArgs) -> ExitCode {
 async fn local_cluster(args: LocalClusterArgs) -> Result<(), String> {
     let cookie = printable_secret();
     let cluster = printable_secret();
-    let secret_file = write_secret_file(&cluster).map_err(|e| format!("writing the secret file: {e}"))?;
+    let secret_file =
+        write_secret_file(&cluster).map_err(|e| format!("writing the secret file: {e}"))?;
     let result = serve(&args, &cookie, &cluster, &secret_file).await;
     if let Some(dir) = secret_file.parent() {
         let _ = std::fs::remove_dir_all(dir);

@@ -78,7 +78,10 @@ pub(crate) fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
 }
 
 /// GETs `url` and parses a JSON answer; the error says what went wrong in words.
-pub(crate) async fn get_json(client: &reqwest::Client, url: &str) -> Result<serde_json::Value, String> {
+pub(crate) async fn get_json(
+    client: &reqwest::Client,
+    url: &str,
+) -> Result<serde_json::Value, String> {
     let response = client
         .get(url)
         .send()

@@ -56,7 +56,10 @@ pub fn render(overview: &Value) -> String {
     let viewer = overview["viewer"]["node_id"].as_str().unwrap_or("?");
     let nodes = overview["nodes"].as_array().cloned().unwrap_or_default();
     let part = |id: &str| nodes.iter().find(|n| n["node_id"] == id);
-    let own = part(viewer).map(|p| &p["cluster"]).cloned().unwrap_or(Value::Null);
+    let own = part(viewer)
+        .map(|p| &p["cluster"])
+        .cloned()
+        .unwrap_or(Value::Null);
     let ring = &own["ring"];
     let fingerprint = ring["fingerprint"].as_str().unwrap_or("");
     let answered: Vec<&str> = nodes
@@ -89,8 +92,16 @@ pub fn render(overview: &Value) -> String {
                 owned_total += owned;
                 replica_total += replica;
                 let print = c["ring"]["fingerprint"].as_str().unwrap_or("");
-                let mark = if print == fingerprint { "" } else { " (differs)" };
-                (owned.to_string(), replica.to_string(), format!("{}{mark}", short(print)))
+                let mark = if print == fingerprint {
+                    ""
+                } else {
+                    " (differs)"
+                };
+                (
+                    owned.to_string(),
+                    replica.to_string(),
+                    format!("{}{mark}", short(print)),
+                )
             }
             Some(p) => {
                 let error = p["error"].as_str().unwrap_or("no answer");
@@ -98,7 +109,11 @@ pub fn render(overview: &Value) -> String {
             }
             None => ("-".into(), "-".into(), "-".into()),
         };
-        let name = if id == viewer { format!("{id} *") } else { id.to_owned() };
+        let name = if id == viewer {
+            format!("{id} *")
+        } else {
+            id.to_owned()
+        };
         rows.push(vec![
             name,
             m["status"].as_str().unwrap_or("?").to_owned(),
@@ -114,7 +129,15 @@ pub fn render(overview: &Value) -> String {
     }
     out.push_str(&super::table(
         &[
-            "NODE", "STATUS", "SHARE", "OWNED", "REPLICAS", "RING", "PUBLIC", "INTERNAL", "GOSSIP",
+            "NODE",
+            "STATUS",
+            "SHARE",
+            "OWNED",
+            "REPLICAS",
+            "RING",
+            "PUBLIC",
+            "INTERNAL",
+            "GOSSIP",
             "GENERATION",
         ],
         &rows,
@@ -129,7 +152,10 @@ pub fn render(overview: &Value) -> String {
         .filter_map(|m| m["node_id"].as_str())
         .collect();
     if !down.is_empty() {
-        out.push_str(&format!("down (still remembered by gossip): {}\n", down.join(", ")));
+        out.push_str(&format!(
+            "down (still remembered by gossip): {}\n",
+            down.join(", ")
+        ));
     }
     for n in &nodes {
         for key in ["handoff", "repair"] {
