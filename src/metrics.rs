@@ -59,7 +59,9 @@ impl Listener {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     listener: &'static str,
-    method: String,
+    /// A standard method, or `other`: clients choose methods freely, and a label
+    /// must not let them create series at will.
+    method: &'static str,
     /// The matched route pattern (`/api/sessions/{id}`), never the raw path, so
     /// that the number of series stays bounded; `unmatched` for unknown routes.
     route: String,
@@ -115,6 +117,17 @@ struct StatusLabels {
 struct InfoLabels {
     node_id: String,
     version: &'static str,
+}
+
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    KNOWN
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
 }
 
 fn latency_histogram() -> Histogram {
@@ -355,7 +368,7 @@ impl Metrics {
         self.http_requests
             .get_or_create(&RequestLabels {
                 listener: listener.label(),
-                method: method.to_owned(),
+                method: method_label(method),
                 route,
                 status,
             })
@@ -503,6 +516,7 @@ mod tests {
             Duration::from_millis(2),
         );
         m.observe_request(Listener::Public, "GET", None, 404, Duration::ZERO);
+        m.observe_request(Listener::Public, "BREW", None, 405, Duration::ZERO);
         m.observe_forward(ForwardOutcome::Ok, Duration::from_millis(1));
         m.observe_forward(ForwardOutcome::Unavailable, Duration::ZERO);
         m.replication_writes.inc();
@@ -511,6 +525,7 @@ mod tests {
             r#"sessionmesh_http_requests_total{listener="public",method="GET",route="/api/sessions/{id}",status="200"} 1"#
         ), "{text}");
         assert!(text.contains(r#"route="unmatched",status="404"} 1"#));
+        assert!(text.contains(r#"method="other",route="unmatched",status="405"} 1"#));
         assert!(text.contains(r#"sessionmesh_forwards_total{outcome="ok"} 1"#));
         assert!(text.contains("sessionmesh_forward_duration_seconds_bucket"));
         assert!(text.contains("sessionmesh_replication_writes_total 1"));
@@ -527,7 +542,7 @@ mod tests {
                 stats.forwards,
                 stats.forward_failures
             ),
-            (2, 1, 2, 1)
+            (3, 2, 2, 1)
         );
     }
 }

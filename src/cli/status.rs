@@ -68,12 +68,17 @@ pub fn render(overview: &Value) -> String {
         .filter_map(|n| n["cluster"]["ring"]["fingerprint"].as_str())
         .collect();
     let agree = answered.iter().all(|f| *f == fingerprint);
+    let silent = nodes.iter().filter(|n| n["ok"] != true).count();
 
     let mut out = format!(
         "cluster as seen by {viewer}: ring of {} nodes, fingerprint {} ({}), replication factor {}, {} vnodes per node\n\n",
         ring["nodes"].as_array().map_or(0, Vec::len),
         short(fingerprint),
-        if agree { "every node agrees" } else { "NODES DISAGREE: converging or partitioned" },
+        match (agree, silent) {
+            (true, 0) => "every node agrees".to_owned(),
+            (true, n) => format!("every node that answered agrees; {n} did not answer"),
+            (false, _) => "NODES DISAGREE: converging or partitioned".to_owned(),
+        },
         ring["replication_factor"],
         ring["vnodes_per_node"],
     );

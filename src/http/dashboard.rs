@@ -30,8 +30,9 @@ const PAGE: &str = include_str!("dashboard.html");
 pub const INTERNAL_PATH: &str = "/internal/dashboard";
 /// How long a gathered overview is reused.
 const CACHE_FOR: Duration = Duration::from_millis(500);
-/// Bound on asking one peer.
-const PEER_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Bound on asking one peer (a peer that is down refuses at once on most
+/// networks; this bounds a peer that is stuck or far away).
+const PEER_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/dashboard", web::get().to(page))
@@ -76,8 +77,11 @@ thread_local! {
     static CLIENT: reqwest::Client = reqwest::Client::builder()
         .no_proxy()
         .http1_only()
-        .connect_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_secs(1))
         .timeout(PEER_TIMEOUT)
+        // Below the internal listener's keep-alive (75 s), so that a pooled
+        // connection is never closed under a request.
+        .pool_idle_timeout(Duration::from_secs(60))
         .build()
         .unwrap_or_default();
     /// The last overview this worker gathered: (node generation, when, body).
