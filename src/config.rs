@@ -53,6 +53,8 @@ const KEYS: &[&str] = &[
     "shutdown_grace",
     "log_format",
     "workers",
+    "replication_timeout",
+    "handoff_rate",
 ];
 
 /// Secrets given directly, and the key that gives the same secret through a file.
@@ -174,6 +176,12 @@ pub struct ServeArgs {
     /// HTTP worker threads per listener [default: number of CPUs]
     #[arg(long, value_name = "N")]
     pub workers: Option<String>,
+    /// How long a write waits for a replica before using a stand-in [default: 2s]
+    #[arg(long, value_name = "DURATION")]
+    pub replication_timeout: Option<String>,
+    /// Most session copies per second sent during a handoff [default: 20000]
+    #[arg(long, value_name = "N")]
+    pub handoff_rate: Option<String>,
 }
 
 /// Written by hand so that secrets given as flags never reach a log line.
@@ -208,6 +216,8 @@ impl fmt::Debug for ServeArgs {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("log_format", &self.log_format)
             .field("workers", &self.workers)
+            .field("replication_timeout", &self.replication_timeout)
+            .field("handoff_rate", &self.handoff_rate)
             .finish()
     }
 }
@@ -258,6 +268,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// HTTP worker threads per listener.
     pub workers: usize,
+    /// How long a write waits for a replica before using a stand-in.
+    pub replication_timeout: Duration,
+    /// Most session copies per second sent during a handoff.
+    pub handoff_rate: u32,
     /// True when `cookie_secret` or `cluster_secret` was missing and a throwaway one was
     /// generated (only allowed without seeds); the caller should warn.
     pub generated_secrets: bool,
@@ -486,6 +500,15 @@ impl Config {
         let workers = raw
             .parse("workers", parse_workers)?
             .unwrap_or_else(default_workers);
+        let replication_timeout = raw
+            .parse(
+                "replication_timeout",
+                duration_from(Duration::from_millis(10)),
+            )?
+            .unwrap_or(Duration::from_secs(2));
+        let handoff_rate = raw
+            .parse("handoff_rate", parse_handoff_rate)?
+            .unwrap_or(20_000);
         debug_assert!(raw.values.is_empty(), "unparsed keys: {:?}", raw.values);
 
         if cookie_same_site == SameSite::None && !cookie_secure {
@@ -530,6 +553,8 @@ impl Config {
             shutdown_grace,
             log_format,
             workers,
+            replication_timeout,
+            handoff_rate,
             generated_secrets,
         })
     }
@@ -697,6 +722,8 @@ impl Raw {
             shutdown_grace,
             log_format,
             workers,
+            replication_timeout,
+            handoff_rate,
         } = args;
         let flags = [
             ("node_id", node_id),
@@ -724,6 +751,8 @@ impl Raw {
             ("shutdown_grace", shutdown_grace),
             ("log_format", log_format),
             ("workers", workers),
+            ("replication_timeout", replication_timeout),
+            ("handoff_rate", handoff_rate),
         ];
         let mut raw = Raw::default();
         for (key, value) in flags {
@@ -930,6 +959,13 @@ fn parse_workers(text: &str) -> Result<usize, String> {
         .ok()
         .filter(|n| (1..=256).contains(n))
         .ok_or_else(|| "an integer between 1 and 256".to_owned())
+}
+
+fn parse_handoff_rate(text: &str) -> Result<u32, String> {
+    text.parse::<u32>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| "a whole number of copies per second, at least 1".to_owned())
 }
 
 fn default_workers() -> usize {

@@ -9,6 +9,8 @@
 //! - [`routing`]: a request naming a session is served here when this node owns it,
 //!   else forwarded once to the owner's internal listener ([`peer_client`]).
 //! - [`session`]: the owner keeps sessions in memory with a sliding idle TTL.
+//! - [`replication`]: each write is copied to the next nodes clockwise before it
+//!   is acknowledged; after a ring change, copies move to their new holders.
 //! - [`http`]: public pages and JSON API, cluster/health routes, the internal
 //!   listener (every request signed with the cluster secret, see [`auth`]).
 //! - [`node`]: start-up in order, graceful leave in reverse; [`config`] is parsed once.
@@ -25,6 +27,7 @@ pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod peer_client;
+pub mod replication;
 pub mod ring;
 pub mod routing;
 pub mod session;

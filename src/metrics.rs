@@ -475,7 +475,7 @@ pub struct SessionCounts {
 /// here but placed elsewhere by the current ring, e.g. during a handoff).
 pub fn session_counts(ring: &Ring, store: &Store, self_id: &str, copies: usize) -> SessionCounts {
     let mut counts = SessionCounts::default();
-    store.for_each_id(now_millis(), |id| {
+    store.for_each_live(now_millis(), |id| {
         match ring
             .preference_list(id.as_bytes(), copies)
             .position(|n| &**n == self_id)

@@ -25,6 +25,8 @@ use crate::http;
 use crate::membership::{ClusterView, Membership, MembershipConfig, Status};
 use crate::metrics::{self, Metrics};
 use crate::peer_client::PeerClient;
+use crate::replication::client::InternalClient;
+use crate::replication::{Replication, ReplicationConfig, FALLBACKS};
 use crate::ring::NodeId;
 use crate::routing;
 use crate::session::{now_millis, SessionId, Store};
@@ -37,8 +39,9 @@ pub struct Node {
     config: Config,
     id: NodeId,
     generation: u64,
-    store: Store,
+    store: Arc<Store>,
     membership: Membership,
+    replication: Replication,
     cookies: CookieCodec,
     signer: Signer,
     status: AtomicU8,
@@ -89,6 +92,11 @@ impl Node {
     /// Resolves once [`Node::request_leave`] was called.
     pub async fn leave_requested(&self) {
         self.leave.cancelled().await
+    }
+
+    /// The owner-side session operations (replicated writes, read-through).
+    pub fn replication(&self) -> &Replication {
+        &self.replication
     }
 
     /// The current cluster view (ring and members).
@@ -165,16 +173,25 @@ impl NodeHandle {
     /// `shutdown_grace` plus gossip shutdown.
     pub async fn shutdown(self) {
         let grace = self.node.config.shutdown_grace;
+        let started = std::time::Instant::now();
         tracing::info!(node = %self.node.id, "leaving the cluster");
         self.node.set_status(Status::Leaving).await;
+        // Hand every session to the holders of a ring without this node, while
+        // still serving (requests that reach us are served, or forwarded).
+        let handed_off = self.node.replication.wait_handed_off(grace).await;
+        if !handed_off {
+            tracing::warn!(node = %self.node.id, ?grace, "handoff did not finish within shutdown_grace");
+        }
         // Keep serving while peers learn, through gossip, to route elsewhere.
-        let rounds = (self.node.config.gossip_interval * 3).min(grace);
+        let rounds =
+            (self.node.config.gossip_interval * 3).min(grace.saturating_sub(started.elapsed()));
         tokio::time::sleep(rounds).await;
         // Stop accepting; in-flight requests finish within `shutdown_grace`.
         tokio::join!(self.public.stop(true), self.internal.stop(true));
         for server in self.servers {
             let _ = server.await;
         }
+        self.node.replication.shutdown().await;
         self.purge_stop.cancel();
         let _ = self.purge.await;
         self.node.membership.shutdown().await;
@@ -264,7 +281,7 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
             public_advertise: public_advertise.clone(),
             internal_advertise: internal_advertise.clone(),
             vnodes: config.vnodes.get(),
-            replication_factor: config.replication_factor.get(),
+            ring_copies: config.replication_factor.get() + FALLBACKS,
             initial_status: Status::Joining,
         };
         match Membership::start(membership_config).await {
@@ -278,13 +295,28 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
     tracing::info!(node = %config.node_id, generation, gossip = %gossip_addr, seeds = ?config.seeds, "gossip started");
 
     let id: NodeId = config.node_id.as_str().into();
+    let signer = Signer::new(config.cluster_secret.clone());
+    let store = Arc::new(Store::default());
+    let replication = Replication::start(
+        id.clone(),
+        ReplicationConfig {
+            replication_factor: config.replication_factor.get(),
+            timeout: config.replication_timeout,
+            handoff_rate: config.handoff_rate,
+        },
+        store.clone(),
+        membership.view_cell().clone(),
+        membership.subscribe(),
+        InternalClient::new(id.clone(), signer.clone(), config.forward_timeout)?,
+    );
     let node = web::Data::new(Node {
         cookies: CookieCodec::new(&config),
-        signer: Signer::new(config.cluster_secret.clone()),
+        signer,
         id: id.clone(),
         generation,
-        store: Store::default(),
+        store,
         membership,
+        replication,
         status: AtomicU8::new(0),
         metrics: Metrics::new(&config.node_id),
         leave: CancellationToken::new(),
@@ -309,6 +341,9 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
             .workers(workers)
             .disable_signals()
             .shutdown_timeout(grace)
+            // Longer than common client pools keep idle connections (browsers,
+            // load balancers), so that the server rarely closes one under a request.
+            .keep_alive(Duration::from_secs(30))
             .listen(public_listener)?
             .run()
     };
@@ -335,6 +370,9 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
         node.membership.subscribe(),
     ));
 
+    if !node.config.seeds.is_empty() {
+        wait_for_peers(&node).await;
+    }
     node.set_status(Status::Ready).await;
     let addrs = BoundAddrs {
         public: public_addr,
@@ -362,6 +400,38 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
         purge,
         ring_counter,
     })
+}
+
+/// Before announcing `ready`, a node with seeds waits until it knows its peers
+/// (its member set has been the same for a few gossip rounds), so that the ids
+/// it mints and the ring it routes by are the cluster's, not its own alone.
+/// Bounded: a node whose seeds are all down still starts, as a cluster of one.
+async fn wait_for_peers(node: &Node) {
+    let interval = node.config.gossip_interval;
+    let deadline = tokio::time::Instant::now() + (interval * 20).max(Duration::from_secs(2));
+    let mut views = node.membership.subscribe();
+    let mut stable_since = tokio::time::Instant::now();
+    let mut last: Vec<NodeId> = Vec::new();
+    loop {
+        let mut members: Vec<NodeId> = views.borrow_and_update().members.keys().cloned().collect();
+        members.sort();
+        if members != last {
+            last = members;
+            stable_since = tokio::time::Instant::now();
+        }
+        let now = tokio::time::Instant::now();
+        if last.len() > 1 && now >= stable_since + interval * 3 {
+            return;
+        }
+        if now >= deadline {
+            tracing::warn!(node = %node.id, "no peer answered: starting as a cluster of one");
+            return;
+        }
+        let wake = (stable_since + interval * 3)
+            .max(now + interval)
+            .min(deadline);
+        let _ = tokio::time::timeout_at(wake, views.changed()).await;
+    }
 }
 
 /// Removes expired sessions, one store shard per tick.

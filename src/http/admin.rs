@@ -20,7 +20,7 @@ pub(super) async fn cluster(node: web::Data<Node>) -> HttpResponse {
     let members = node.membership().report().await;
     let copies = node.config().replication_factor.get();
     let (mut owned, mut replica, mut other) = (0u64, 0u64, 0u64);
-    node.store().for_each_id(now_millis(), |id| {
+    node.store().for_each_live(now_millis(), |id| {
         let mut list = view.ring.preference_list(id.as_bytes(), copies);
         match list.position(|n| &**n == node.id()) {
             Some(0) => owned += 1,
@@ -42,6 +42,9 @@ pub(super) async fn cluster(node: web::Data<Node>) -> HttpResponse {
             "shares": shares,
         },
         "sessions": { "owned": owned, "replica": replica, "other": other },
+        "replication": node.replication().stats(),
+        "handoff": node.replication().progress(),
+        "repair": { "hints_pending": node.replication().hints_pending() },
     }))
 }
 

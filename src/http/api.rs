@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 
 use super::{read_body, ApiError, Ctx};
 use crate::node::Node;
+use crate::replication::OwnerError;
 use crate::session::{
     self, now_millis, parse_object, to_raw, Document, Session, SessionId, WriteError,
 };
@@ -94,17 +95,6 @@ fn no_session() -> ApiError {
     )
 }
 
-fn write_error(e: WriteError) -> ApiError {
-    match e {
-        WriteError::NotFound => no_session(),
-        WriteError::VersionMismatch { current, expected } => ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "version_mismatch",
-            format!("If-Match names version {expected} but the session is at version {current}"),
-        ),
-    }
-}
-
 /// `If-Match: "<version>"` (a bare number is accepted too; `*` means any).
 fn if_match(req: &HttpRequest) -> Result<Option<u64>, ApiError> {
     let Some(value) = req.headers().get(header::IF_MATCH) else {
@@ -165,23 +155,42 @@ fn check_token(node: &Node, req: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
-fn new_session(
+/// Creates and replicates a session under `id`; answers its document.
+async fn new_session(
     node: &Node,
     id: SessionId,
     data: Box<RawValue>,
     ttl: Duration,
-) -> Result<Session, ApiError> {
-    let now = now_millis();
-    let session = Session::new(data, ttl, now);
-    if node.store().insert_new(id, session.clone(), now) {
-        Ok(session)
-    } else {
-        Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "id_collision",
-            "session id already in use; retry",
-        ))
-    }
+) -> Result<HttpResponse, ApiError> {
+    let session = Session::new(data, ttl, now_millis());
+    node.replication().create(id, session.clone()).await?;
+    Ok(document(node, &id, &session, StatusCode::CREATED))
+}
+
+/// Reads a session here (with read-through): 200 document or 404.
+async fn read_document(node: &Node, id: &SessionId) -> Result<HttpResponse, ApiError> {
+    node.replication()
+        .read(id, |s| document(node, id, s, StatusCode::OK))
+        .await
+        .ok_or_else(no_session)
+}
+
+/// Applies `edit` with `object` to a session here; 200 document.
+async fn edit_document(
+    node: &Node,
+    id: &SessionId,
+    if_match: Option<u64>,
+    edit: Edit,
+    object: &serde_json::Map<String, serde_json::Value>,
+) -> Result<HttpResponse, OwnerError> {
+    node.replication()
+        .write(
+            id,
+            if_match,
+            |cur| edit.apply(cur, object),
+            |s| document(node, id, s, StatusCode::OK),
+        )
+        .await
 }
 
 // ---- by cookie ----
@@ -192,14 +201,8 @@ async fn cookie_get(ctx: Ctx) -> Result<HttpResponse, ApiError> {
         .cookies()
         .from_request(&ctx.req)
         .ok_or_else(no_session)?;
-    ctx.on_owner(&id, Bytes::new(), || {
-        node.store()
-            .read(&id, now_millis(), |s| {
-                document(&node, &id, s, StatusCode::OK)
-            })
-            .ok_or_else(no_session)
-    })
-    .await
+    ctx.on_owner(&id, Bytes::new(), read_document(&node, &id))
+        .await
 }
 
 async fn cookie_put(ctx: Ctx, payload: web::Payload) -> Result<HttpResponse, ApiError> {
@@ -208,6 +211,27 @@ async fn cookie_put(ctx: Ctx, payload: web::Payload) -> Result<HttpResponse, Api
 
 async fn cookie_patch(ctx: Ctx, payload: web::Payload) -> Result<HttpResponse, ApiError> {
     cookie_write(ctx, payload, Edit::Merge).await
+}
+
+/// Starts a session for a visitor from a body; 201 with the cookie.
+async fn start_session(
+    node: &Node,
+    id: SessionId,
+    edit: Edit,
+    body: &[u8],
+) -> Result<HttpResponse, ApiError> {
+    let object = body_object(body)?;
+    let mut response = new_session(
+        node,
+        id,
+        edit.apply(&session::empty_object(), &object),
+        node.config().session_ttl,
+    )
+    .await?;
+    response
+        .add_cookie(&node.cookies().cookie(&id))
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cookie", e.to_string()))?;
+    Ok(response)
 }
 
 /// PUT/PATCH by cookie: edits the visitor's session, or starts one (201 and a
@@ -220,46 +244,25 @@ async fn cookie_write(
     let node = ctx.node.clone();
     let body = read_body(&ctx.req, payload, node.config().max_session_bytes).await?;
     let if_match = if_match(&ctx.req)?;
-    let start = |id: SessionId, object: &serde_json::Map<String, serde_json::Value>| {
-        let session = new_session(
-            &node,
-            id,
-            edit.apply(&session::empty_object(), object),
-            node.config().session_ttl,
-        )?;
-        let mut response = document(&node, &id, &session, StatusCode::CREATED);
-        response
-            .add_cookie(&node.cookies().cookie(&id))
-            .map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cookie", e.to_string())
-            })?;
-        Ok(response)
-    };
     match node.cookies().from_request(&ctx.req) {
         Some(id) => {
-            ctx.on_owner(&id, body.clone(), || {
+            let local = async {
                 let object = body_object(&body)?;
-                match node.store().write(
-                    &id,
-                    now_millis(),
-                    if_match,
-                    |cur| edit.apply(cur, &object),
-                    |s| document(&node, &id, s, StatusCode::OK),
-                ) {
-                    Err(WriteError::NotFound) if if_match.is_none() => {
+                match edit_document(&node, &id, if_match, edit, &object).await {
+                    Err(OwnerError::Write(WriteError::NotFound)) if if_match.is_none() => {
                         let fresh = node.mint_owned_id().unwrap_or_else(SessionId::random);
-                        start(fresh, &object)
+                        start_session(&node, fresh, edit, &body).await
                     }
-                    other => other.map_err(write_error),
+                    other => Ok(other?),
                 }
-            })
-            .await
+            };
+            ctx.on_owner(&id, body.clone(), local).await
         }
         None => {
             if if_match.is_some() {
                 return Err(no_session());
             }
-            ctx.create(body.clone(), |id| start(id, &body_object(&body)?))
+            ctx.create(body.clone(), |id| start_session(&node, id, edit, &body))
                 .await
         }
     }
@@ -272,15 +275,13 @@ async fn cookie_delete(ctx: Ctx) -> Result<HttpResponse, ApiError> {
         .from_request(&ctx.req)
         .ok_or_else(no_session)?;
     let if_match = if_match(&ctx.req)?;
-    ctx.on_owner(&id, Bytes::new(), || {
-        node.store()
-            .remove(&id, now_millis(), if_match)
-            .map_err(write_error)?;
+    let local = async {
+        node.replication().delete(&id, if_match).await?;
         Ok(HttpResponse::NoContent()
             .cookie(node.cookies().removal())
             .finish())
-    })
-    .await
+    };
+    ctx.on_owner(&id, Bytes::new(), local).await
 }
 
 // ---- by id ----
@@ -316,9 +317,8 @@ async fn create(ctx: Ctx, payload: web::Payload) -> Result<HttpResponse, ApiErro
     } else {
         body_object(&body)?
     };
-    ctx.create(body, |id| {
-        let session = new_session(&node, id, to_raw(&object), ttl)?;
-        let mut response = document(&node, &id, &session, StatusCode::CREATED);
+    ctx.create(body, |id| async move {
+        let mut response = new_session(&node, id, to_raw(&object), ttl).await?;
         response.headers_mut().insert(
             header::LOCATION,
             header::HeaderValue::from_str(&format!("/api/sessions/{id}")).map_err(|e| {
@@ -334,14 +334,8 @@ async fn id_get(ctx: Ctx) -> Result<HttpResponse, ApiError> {
     let node = ctx.node.clone();
     check_token(&node, &ctx.req)?;
     let id = path_id(&ctx.req)?;
-    ctx.on_owner(&id, Bytes::new(), || {
-        node.store()
-            .read(&id, now_millis(), |s| {
-                document(&node, &id, s, StatusCode::OK)
-            })
-            .ok_or_else(no_session)
-    })
-    .await
+    ctx.on_owner(&id, Bytes::new(), read_document(&node, &id))
+        .await
 }
 
 async fn id_put(ctx: Ctx, payload: web::Payload) -> Result<HttpResponse, ApiError> {
@@ -360,19 +354,11 @@ async fn id_write(ctx: Ctx, payload: web::Payload, edit: Edit) -> Result<HttpRes
     let id = path_id(&ctx.req)?;
     let body = read_body(&ctx.req, payload, node.config().max_session_bytes).await?;
     let if_match = if_match(&ctx.req)?;
-    ctx.on_owner(&id, body.clone(), || {
+    let local = async {
         let object = body_object(&body)?;
-        node.store()
-            .write(
-                &id,
-                now_millis(),
-                if_match,
-                |cur| edit.apply(cur, &object),
-                |s| document(&node, &id, s, StatusCode::OK),
-            )
-            .map_err(write_error)
-    })
-    .await
+        Ok(edit_document(&node, &id, if_match, edit, &object).await?)
+    };
+    ctx.on_owner(&id, body.clone(), local).await
 }
 
 async fn id_delete(ctx: Ctx) -> Result<HttpResponse, ApiError> {
@@ -380,13 +366,11 @@ async fn id_delete(ctx: Ctx) -> Result<HttpResponse, ApiError> {
     check_token(&node, &ctx.req)?;
     let id = path_id(&ctx.req)?;
     let if_match = if_match(&ctx.req)?;
-    ctx.on_owner(&id, Bytes::new(), || {
-        node.store()
-            .remove(&id, now_millis(), if_match)
-            .map_err(write_error)?;
+    let local = async {
+        node.replication().delete(&id, if_match).await?;
         Ok(HttpResponse::NoContent().finish())
-    })
-    .await
+    };
+    ctx.on_owner(&id, Bytes::new(), local).await
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ use super::ApiError;
 use crate::auth::{self, Signer};
 use crate::node::Node;
 use crate::peer_client::ENTRY_NODE;
+use crate::replication::client::{Batch, BatchAck, REPLICATE_PATH, SESSIONS_PATH};
+use crate::session::SessionId;
 
 /// Marks a request that a peer forwarded here: it is served locally.
 #[derive(Clone, Debug)]
@@ -24,7 +26,33 @@ pub struct Forwarded {
 }
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/internal/ping", web::get().to(ping));
+    cfg.route("/internal/ping", web::get().to(ping))
+        .route(REPLICATE_PATH, web::post().to(replicate))
+        .route(&format!("{SESSIONS_PATH}/{{id}}"), web::get().to(copy));
+}
+
+/// Largest replication batch body accepted (batches hold at most 512 copies).
+pub(super) const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+
+/// `POST /internal/replicate`: merges copies sent by a peer.
+async fn replicate(node: web::Data<Node>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let batch: Batch = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("bad_batch", format!("malformed replication batch: {e}"))
+    })?;
+    let received = batch.records.len();
+    let applied = node.replication().apply(batch.records);
+    Ok(HttpResponse::Ok().json(BatchAck { received, applied }))
+}
+
+/// `GET /internal/sessions/{id}`: this node's copy (live or tombstone), for a
+/// peer's read-through.
+async fn copy(node: web::Data<Node>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = SessionId::parse(&id)
+        .ok_or_else(|| ApiError::not_found("no_session", "malformed session id"))?;
+    match node.replication().copy(&id) {
+        Some(record) => Ok(HttpResponse::Ok().json(record)),
+        None => Err(ApiError::not_found("no_session", "no copy here")),
+    }
 }
 
 /// `GET /internal/ping`: who answers (a signed liveness probe for peers).

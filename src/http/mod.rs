@@ -25,8 +25,10 @@ use serde_json::json;
 
 use crate::node::Node;
 use crate::peer_client::{PeerClient, FORWARD_PREFIX};
+use crate::replication::OwnerError;
+use crate::ring::NodeId;
 use crate::routing::{self, Route};
-use crate::session::SessionId;
+use crate::session::{SessionId, WriteError};
 
 pub use internal::Forwarded;
 pub use operator::LEAVE_PATH;
@@ -118,51 +120,114 @@ impl Ctx {
         self.req.extensions().contains::<Forwarded>()
     }
 
-    /// Runs `local` here when this node should serve `id`, else forwards the
-    /// request (with `body`) to the owner and relays its answer.
+    /// Serves `local` here when this node should serve `id`, else forwards the
+    /// request (with `body`) to the owner and relays its answer. When the owner
+    /// cannot be reached, the next holder of the session is tried (a replica
+    /// takes over at once, without waiting for the failure detector); when that
+    /// is this node, it serves locally.
     pub async fn on_owner(
         &self,
         id: &SessionId,
         body: Bytes,
-        local: impl FnOnce() -> Result<HttpResponse, ApiError>,
+        local: impl std::future::Future<Output = Result<HttpResponse, ApiError>>,
     ) -> Result<HttpResponse, ApiError> {
-        let target = {
+        if self.forwarded() {
+            return local.await;
+        }
+        let holders: Vec<(NodeId, Option<String>)> = {
             let view = self.node.view();
-            match routing::route(&view.ring, id.as_bytes(), self.node.id(), self.forwarded()) {
-                Route::Local => None,
-                Route::Forward(owner) => Some(match view.member(owner) {
-                    Some(member) => (owner.clone(), member.internal_addr.clone()),
-                    None => return Err(ApiError::owner_unavailable(owner)),
-                }),
+            let copies = self.node.config().replication_factor.get();
+            match routing::route(&view.ring, id.as_bytes(), self.node.id(), false) {
+                Route::Local => Vec::new(),
+                Route::Forward(_) => view
+                    .ring
+                    .preference_list(id.as_bytes(), copies)
+                    .map(|n| (n.clone(), view.member(n).map(|m| m.internal_addr.clone())))
+                    .collect(),
             }
         };
-        match target {
-            None => local(),
-            Some((owner, addr)) => {
-                let started = std::time::Instant::now();
-                let result = self.peers.forward(&owner, &addr, &self.req, body).await;
-                metrics::observe_forward(&self.node, started, &result);
-                result
+        // A request that never reached the owner can go to the next holder; a
+        // read can go there whatever happened to it.
+        let idempotent = matches!(
+            *self.req.method(),
+            actix_web::http::Method::GET | actix_web::http::Method::HEAD
+        );
+        let mut unreachable = None;
+        for (holder, addr) in holders {
+            if *holder == *self.node.id() {
+                return local.await;
             }
+            let Some(addr) = addr else { continue };
+            let started = std::time::Instant::now();
+            let result = self
+                .peers
+                .forward(&holder, &addr, &self.req, body.clone())
+                .await;
+            metrics::observe_forward(&self.node, started, &result);
+            match result {
+                Err(e)
+                    if e.code() == "owner_unavailable"
+                        || (idempotent && e.code() == "owner_failed") =>
+                {
+                    unreachable = Some(e)
+                }
+                answer => return answer,
+            }
+        }
+        match unreachable {
+            Some(e) => Err(e),
+            None => local.await,
         }
     }
 
     /// Creates a session on this node when it can own one, else forwards the
     /// request to the owner of a random id, which mints one of its own.
-    pub async fn create(
-        &self,
-        body: Bytes,
-        local: impl FnOnce(SessionId) -> Result<HttpResponse, ApiError>,
-    ) -> Result<HttpResponse, ApiError> {
+    pub async fn create<F, Fut>(&self, body: Bytes, local: F) -> Result<HttpResponse, ApiError>
+    where
+        F: FnOnce(SessionId) -> Fut,
+        Fut: std::future::Future<Output = Result<HttpResponse, ApiError>>,
+    {
         match self.node.mint_owned_id() {
-            Some(id) => local(id),
+            Some(id) => local(id).await,
             None if self.forwarded() || self.node.view().ring.is_empty() => {
-                local(SessionId::random())
+                local(SessionId::random()).await
             }
             None => {
                 let any = SessionId::random();
-                self.on_owner(&any, body, || local(any)).await
+                self.on_owner(&any, body, local(any)).await
             }
+        }
+    }
+}
+
+/// The answer to an owner-side failure.
+impl From<OwnerError> for ApiError {
+    fn from(e: OwnerError) -> ApiError {
+        match e {
+            OwnerError::Write(WriteError::NotFound) => ApiError::not_found(
+                "no_session",
+                "no such session (unknown, expired or deleted)",
+            ),
+            OwnerError::Write(WriteError::VersionMismatch { current, expected }) => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "version_mismatch",
+                format!(
+                    "If-Match names version {expected} but the session is at version {current}"
+                ),
+            ),
+            OwnerError::Write(WriteError::IdTaken) => ApiError::new(
+                StatusCode::CONFLICT,
+                "id_collision",
+                "session id already in use; retry",
+            ),
+            e @ OwnerError::Replication { .. } => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "replication_failed",
+                    e.to_string(),
+                )
+            },
         }
     }
 }
@@ -290,6 +355,7 @@ pub fn internal_app(
                 next,
             )
         }))
+        .app_data(web::PayloadConfig::new(internal::MAX_BATCH_BYTES))
         .service(web::scope(FORWARD_PREFIX).configure(session_routes))
         .configure(internal::routes)
         .configure(dashboard::internal_routes)

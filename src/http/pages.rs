@@ -1,7 +1,7 @@
 //! The demo application's pages: the Ktor example's login flow, served by the
 //! session's owner.
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
@@ -78,14 +78,15 @@ async fn home(ctx: Ctx) -> Result<HttpResponse, ApiError> {
     let Some(id) = node.cookies().from_request(&ctx.req) else {
         return Ok(html(page(node.id(), None)));
     };
-    ctx.on_owner(&id, Default::default(), || {
+    let local = async {
         let name = node
-            .store()
-            .read(&id, now_millis(), |s| s.data_str("name"))
+            .replication()
+            .read(&id, |s| s.data_str("name"))
+            .await
             .flatten();
         Ok(html(page(node.id(), name.as_deref())))
-    })
-    .await
+    };
+    ctx.on_owner(&id, Default::default(), local).await
 }
 
 #[derive(Deserialize)]
@@ -120,23 +121,20 @@ async fn login(ctx: Ctx, payload: web::Payload) -> Result<HttpResponse, ApiError
             format!("a name has at most {MAX_NAME_CHARS} characters"),
         ));
     }
-    ctx.create(body, |id| {
-        let now = now_millis();
+    let node = &node;
+    let name = &name;
+    ctx.create(body, |id| async move {
         let data = json!({ "name": name });
         let data = data
             .as_object()
             .map(to_raw)
             .unwrap_or_else(crate::session::empty_object);
-        if !node
-            .store()
-            .insert_new(id, Session::new(data, node.config().session_ttl, now), now)
-        {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "id_collision",
-                "session id already in use; retry",
-            ));
-        }
+        node.replication()
+            .create(
+                id,
+                Session::new(data, node.config().session_ttl, now_millis()),
+            )
+            .await?;
         let cookie = node.cookies().cookie(&id);
         Ok(if is_post {
             HttpResponse::SeeOther()
@@ -166,11 +164,16 @@ async fn logout(ctx: Ctx) -> Result<HttpResponse, ApiError> {
     let Some(id) = node.cookies().from_request(&ctx.req) else {
         return Ok(done(&node));
     };
-    ctx.on_owner(&id, Default::default(), || {
-        let _ = node.store().remove(&id, now_millis(), None);
-        Ok(done(&node))
-    })
-    .await
+    let local = async {
+        match node.replication().delete(&id, None).await {
+            Ok(())
+            | Err(crate::replication::OwnerError::Write(crate::session::WriteError::NotFound)) => {
+                Ok(done(&node))
+            }
+            Err(e) => Err(e.into()),
+        }
+    };
+    ctx.on_owner(&id, Default::default(), local).await
 }
 
 #[cfg(test)]

@@ -43,7 +43,8 @@ pub struct MembershipConfig {
     pub public_advertise: String,
     pub internal_advertise: String,
     pub vnodes: u32,
-    pub replication_factor: usize,
+    /// How many distinct nodes per key the ring precomputes (replicas and fallbacks).
+    pub ring_copies: usize,
     pub initial_status: Status,
 }
 
@@ -55,6 +56,8 @@ pub struct ClusterView {
     pub members: HashMap<NodeId, Member>,
     /// The ring of the `ready` members.
     pub ring: Arc<Ring>,
+    /// The ring before the last change of the ready set (for read-through).
+    pub previous_ring: Arc<Ring>,
     /// Increases with every published view.
     pub epoch: u64,
 }
@@ -72,14 +75,24 @@ impl ClusterView {
             .filter(|m| m.status == Status::Ready)
             .map(|m| m.node_id.clone())
             .collect();
-        let ring = match previous {
-            Some(prev) if prev.ring.nodes().iter().eq(ready.iter()) => prev.ring.clone(),
-            _ => Arc::new(Ring::new(ready, vnodes, copies)),
+        let (ring, previous_ring) = match previous {
+            Some(prev) if prev.ring.nodes().iter().eq(ready.iter()) => {
+                (prev.ring.clone(), prev.previous_ring.clone())
+            }
+            Some(prev) => (
+                Arc::new(Ring::new(ready, vnodes, copies)),
+                prev.ring.clone(),
+            ),
+            None => {
+                let ring = Arc::new(Ring::new(ready, vnodes, copies));
+                (ring.clone(), ring)
+            }
         };
         ClusterView {
             self_id,
             members,
             ring,
+            previous_ring,
             epoch: previous.map_or(0, |p| p.epoch + 1),
         }
     }
@@ -156,7 +169,7 @@ impl Membership {
             .await
             .with_context(|| format!("starting gossip on {}", config.gossip_listen))?;
 
-        let copies = config.replication_factor.max(1);
+        let copies = config.ring_copies.max(1);
         let first = {
             let cc = chitchat.chitchat();
             let guard = cc.lock().await;

@@ -1,10 +1,12 @@
 //! Sessions: ids, the session record and its JSON document, and the local store.
 
 mod id;
+mod record;
 mod store;
 
 pub use id::SessionId;
-pub use store::{Store, WriteError};
+pub use record::{Entry, Record, Tombstone};
+pub use store::{replica_copy, Known, Store, WriteError};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -30,9 +32,13 @@ pub struct Session {
     /// Bumped by every write; starts at 1.
     pub version: u64,
     pub created_at: UnixMillis,
+    /// When the last write was applied (the conflict tie-break after `version`).
+    pub updated_at: UnixMillis,
     pub expires_at: UnixMillis,
     /// Idle timeout in milliseconds; each access pushes `expires_at` to now + ttl.
     pub ttl_ms: u64,
+    /// The expiry replicas were last told about (local bookkeeping, not replicated).
+    pub synced_expires_at: UnixMillis,
 }
 
 impl Session {
@@ -42,8 +48,10 @@ impl Session {
             data,
             version: 1,
             created_at: now,
+            updated_at: now,
             expires_at: now.saturating_add(ttl_ms),
             ttl_ms,
+            synced_expires_at: now.saturating_add(ttl_ms),
         }
     }
 

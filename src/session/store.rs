@@ -1,9 +1,14 @@
-//! The local session store: sharded maps under short-held locks, with sliding expiry.
+//! The local session store: sharded maps under short-held locks, with sliding expiry
+//! and tombstones.
 //!
 //! A std-style (`parking_lot`) mutex per shard is right here: every critical section
 //! is a map operation with no `.await` inside, so contention is brief and a
-//! tokio mutex would only add cost. Expired sessions are never returned; the purge
+//! tokio mutex would only add cost. Expired entries are never returned; the purge
 //! task sweeps one shard per tick, so each tick's work is bounded by a shard's size.
+//!
+//! The store does not know who owns what: the owner calls [`Store::write`] and
+//! friends (which bump versions), replicas call [`Store::merge`] (which keeps the
+//! copy that wins under the conflict rule of [`Entry::supersedes`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -11,7 +16,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
 
-use super::{Session, SessionId, UnixMillis};
+use super::{Entry, Session, SessionId, Tombstone, UnixMillis};
 
 const SHARDS: usize = 64;
 
@@ -22,9 +27,20 @@ pub enum WriteError {
     NotFound,
     #[error("version {current} does not match If-Match {expected}")]
     VersionMismatch { current: u64, expected: u64 },
+    #[error("session id already in use")]
+    IdTaken,
 }
 
-type Shard = HashMap<SessionId, Session>;
+/// What the store knows of an id.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Known {
+    Live,
+    /// Deleted: a miss that needs no look-up elsewhere.
+    Deleted,
+    Unknown,
+}
+
+type Shard = HashMap<SessionId, Entry>;
 
 pub struct Store {
     shards: Box<[Mutex<Shard>]>,
@@ -38,36 +54,71 @@ impl Default for Store {
     }
 }
 
+/// How far expiry may run ahead of what replicas were told before the owner
+/// tells them again: a quarter of the session's ttl.
+fn touch_slack(ttl_ms: u64) -> u64 {
+    ttl_ms / 4
+}
+
 impl Store {
     fn shard(&self, id: &SessionId) -> &Mutex<Shard> {
         &self.shards[id.shard_hash() % self.shards.len()]
     }
 
     /// Reads a live session and slides its expiry; `f` sees it under the lock.
-    pub fn read<T>(
+    /// The second value is the entry to send to replicas when its expiry has run
+    /// far enough ahead of what they were last told (see [`replica_copy`]).
+    /// On a miss, `f` comes back unused.
+    pub fn read<T, F: FnOnce(&Session) -> T>(
         &self,
         id: &SessionId,
         now: UnixMillis,
-        f: impl FnOnce(&Session) -> T,
-    ) -> Option<T> {
+        f: F,
+    ) -> Result<(T, Option<Entry>), F> {
         let mut shard = self.shard(id).lock();
-        let session = shard.get_mut(id)?;
+        let Some(Entry::Live(session)) = shard.get_mut(id) else {
+            return Err(f);
+        };
         if session.is_expired(now) {
             shard.remove(id);
-            return None;
+            return Err(f);
         }
         session.touch(now);
-        Some(f(session))
+        let touch = (session.expires_at >= session.synced_expires_at + touch_slack(session.ttl_ms))
+            .then(|| {
+                session.synced_expires_at = session.expires_at;
+                Entry::Live(session.clone())
+            });
+        Ok((f(session), touch))
+    }
+
+    /// What the store knows of `id` (expired entries count as unknown).
+    pub fn known(&self, id: &SessionId, now: UnixMillis) -> Known {
+        match self.shard(id).lock().get(id) {
+            Some(e) if e.is_expired(now) => Known::Unknown,
+            Some(Entry::Live(_)) => Known::Live,
+            Some(Entry::Tombstone(_)) => Known::Deleted,
+            None => Known::Unknown,
+        }
+    }
+
+    /// A copy of the entry for `id`, live or tombstone, unless expired.
+    pub fn entry(&self, id: &SessionId, now: UnixMillis) -> Option<Entry> {
+        self.shard(id)
+            .lock()
+            .get(id)
+            .filter(|e| !e.is_expired(now))
+            .cloned()
     }
 
     /// Stores a new session under an id not in use. Returns false (and stores
-    /// nothing) when the id is taken by a live session.
+    /// nothing) when the id is taken.
     pub fn insert_new(&self, id: SessionId, session: Session, now: UnixMillis) -> bool {
         let mut shard = self.shard(&id).lock();
         match shard.get(&id) {
             Some(existing) if !existing.is_expired(now) => false,
             _ => {
-                shard.insert(id, session);
+                shard.insert(id, Entry::Live(session));
                 true
             }
         }
@@ -75,7 +126,7 @@ impl Store {
 
     /// Replaces or transforms a live session's data: `update` gets the current data
     /// and returns the new one. Checks `if_match`, bumps the version, slides expiry.
-    /// `f` sees the written session under the lock.
+    /// Returns what `f` makes of the written session, and the entry to replicate.
     pub fn write<T>(
         &self,
         id: &SessionId,
@@ -83,75 +134,94 @@ impl Store {
         if_match: Option<u64>,
         update: impl FnOnce(&RawValue) -> Box<RawValue>,
         f: impl FnOnce(&Session) -> T,
-    ) -> Result<T, WriteError> {
+    ) -> Result<(T, Entry), WriteError> {
         let mut shard = self.shard(id).lock();
         let session = match shard.get_mut(id) {
-            Some(s) if !s.is_expired(now) => s,
-            Some(_) => {
-                shard.remove(id);
-                return Err(WriteError::NotFound);
-            }
-            None => return Err(WriteError::NotFound),
+            Some(Entry::Live(s)) if !s.is_expired(now) => s,
+            _ => return Err(WriteError::NotFound),
         };
-        if let Some(expected) = if_match {
-            if expected != session.version {
-                return Err(WriteError::VersionMismatch {
-                    current: session.version,
-                    expected,
-                });
-            }
-        }
+        check(if_match, session.version)?;
         session.data = update(&session.data);
         session.version += 1;
+        session.updated_at = now.max(session.updated_at);
         session.touch(now);
-        Ok(f(session))
+        session.synced_expires_at = session.expires_at;
+        Ok((f(session), Entry::Live(session.clone())))
     }
 
-    /// Removes a session; true if a live one was there.
-    pub fn remove(
+    /// Deletes a live session, leaving a tombstone until any stale copy of it
+    /// has expired. Returns the tombstone to replicate.
+    pub fn delete(
         &self,
         id: &SessionId,
         now: UnixMillis,
         if_match: Option<u64>,
-    ) -> Result<(), WriteError> {
+    ) -> Result<Entry, WriteError> {
         let mut shard = self.shard(id).lock();
-        match shard.get(id) {
-            Some(s) if !s.is_expired(now) => {
-                if let Some(expected) = if_match {
-                    if expected != s.version {
-                        return Err(WriteError::VersionMismatch {
-                            current: s.version,
-                            expected,
-                        });
-                    }
-                }
-                shard.remove(id);
-                Ok(())
+        let session = match shard.get(id) {
+            Some(Entry::Live(s)) if !s.is_expired(now) => s,
+            _ => return Err(WriteError::NotFound),
+        };
+        check(if_match, session.version)?;
+        let tombstone = Entry::Tombstone(Tombstone {
+            version: session.version + 1,
+            updated_at: now.max(session.updated_at),
+            // Stale copies elsewhere expire by `expires_at` plus the replicas'
+            // slack; keep the tombstone until then.
+            expires_at: session.expires_at + touch_slack(session.ttl_ms) + session.ttl_ms,
+        });
+        shard.insert(*id, tombstone.clone());
+        Ok(tombstone)
+    }
+
+    /// Applies a copy from a peer when it wins over what is held (or nothing is).
+    /// Returns whether the store changed. Expired copies are ignored, so nothing
+    /// expired comes back.
+    pub fn merge(&self, id: SessionId, mut incoming: Entry, now: UnixMillis) -> bool {
+        if incoming.is_expired(now) {
+            return false;
+        }
+        if let Entry::Live(s) = &mut incoming {
+            s.synced_expires_at = s.expires_at;
+        }
+        let mut shard = self.shard(&id).lock();
+        match shard.get(&id) {
+            Some(held) if !held.is_expired(now) && !incoming.supersedes(held) => false,
+            _ => {
+                shard.insert(id, incoming);
+                true
             }
-            Some(_) => {
-                shard.remove(id);
-                Err(WriteError::NotFound)
-            }
-            None => Err(WriteError::NotFound),
         }
     }
 
-    /// Removes the expired sessions of one shard (`tick` picks which, round robin).
+    /// Drops a copy this node no longer needs, unless it changed since `version`.
+    pub fn discard(&self, id: &SessionId, version: u64) -> bool {
+        let mut shard = self.shard(id).lock();
+        match shard.get(id) {
+            Some(e) if e.version() <= version => {
+                shard.remove(id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes the expired entries of one shard (`tick` picks which, round robin).
     /// Returns how many were removed.
     pub fn purge_shard(&self, tick: usize, now: UnixMillis) -> usize {
         let mut shard = self.shards[tick % self.shards.len()].lock();
         let before = shard.len();
-        shard.retain(|_, s| !s.is_expired(now));
+        shard.retain(|_, e| !e.is_expired(now));
         before - shard.len()
     }
 
-    /// How long the purge task waits between two shards so that every session is
+    /// How long the purge task waits between two shards so that every entry is
     /// looked at about once per `sweep` period.
     pub fn purge_interval(sweep: Duration) -> Duration {
         (sweep / SHARDS as u32).max(Duration::from_millis(5))
     }
 
-    /// Number of sessions held, expired ones not yet purged included.
+    /// Number of entries held (tombstones and not yet purged expired ones included).
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len()).sum()
     }
@@ -160,16 +230,54 @@ impl Store {
         self.len() == 0
     }
 
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Copies of the unexpired entries of shard `i`, taken under one short lock.
+    pub fn shard_entries(&self, i: usize, now: UnixMillis) -> Vec<(SessionId, Entry)> {
+        let shard = self.shards[i % self.shards.len()].lock();
+        shard
+            .iter()
+            .filter(|(_, e)| !e.is_expired(now))
+            .map(|(id, e)| (*id, e.clone()))
+            .collect()
+    }
+
     /// Visits every live session id, one shard lock at a time.
-    pub fn for_each_id(&self, now: UnixMillis, mut f: impl FnMut(&SessionId)) {
+    pub fn for_each_live(&self, now: UnixMillis, mut f: impl FnMut(&SessionId)) {
         for shard in self.shards.iter() {
             let shard = shard.lock();
-            for (id, s) in shard.iter() {
-                if !s.is_expired(now) {
+            for (id, e) in shard.iter() {
+                if matches!(e, Entry::Live(_)) && !e.is_expired(now) {
                     f(id);
                 }
             }
         }
+    }
+}
+
+fn check(if_match: Option<u64>, current: u64) -> Result<(), WriteError> {
+    match if_match {
+        Some(expected) if expected != current => {
+            Err(WriteError::VersionMismatch { current, expected })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The copy of `entry` to send to replicas: a live session's expiry is pushed
+/// out by the touch slack, so that a replica never expires a session that its
+/// owner still serves (reads slide the owner's expiry without telling replicas
+/// until it has moved by that much).
+pub fn replica_copy(entry: &Entry) -> Entry {
+    match entry {
+        Entry::Live(s) => {
+            let mut s = s.clone();
+            s.expires_at += touch_slack(s.ttl_ms);
+            Entry::Live(s)
+        }
+        Entry::Tombstone(t) => Entry::Tombstone(t.clone()),
     }
 }
 
@@ -182,15 +290,22 @@ mod tests {
         Session::new(empty_object(), Duration::from_millis(ttl_ms), now)
     }
 
+    fn replace(_: &RawValue) -> Box<RawValue> {
+        to_raw(serde_json::json!({"a": 1}).as_object().unwrap())
+    }
+
     #[test]
     fn reads_slide_the_expiry() {
         let store = Store::default();
         let id = SessionId::random();
         assert!(store.insert_new(id, session(1_000, 0), 0));
-        assert_eq!(store.read(&id, 900, |s| s.expires_at), Some(1_900));
-        assert!(store.read(&id, 1_800, |_| ()).is_some());
+        assert_eq!(
+            store.read(&id, 900, |s| s.expires_at).ok().map(|r| r.0),
+            Some(1_900)
+        );
+        assert!(store.read(&id, 1_800, |_| ()).is_ok());
         assert!(
-            store.read(&id, 2_800, |_| ()).is_none(),
+            store.read(&id, 2_800, |_| ()).is_err(),
             "expired after idling a whole ttl"
         );
         assert_eq!(
@@ -201,27 +316,98 @@ mod tests {
     }
 
     #[test]
+    fn reads_ask_for_a_touch_once_expiry_ran_a_quarter_ttl_ahead() {
+        let store = Store::default();
+        let id = SessionId::random();
+        store.insert_new(id, session(1_000, 0), 0);
+        assert!(store.read(&id, 100, |_| ()).ok().unwrap().1.is_none());
+        let touch = store
+            .read(&id, 250, |_| ())
+            .ok()
+            .unwrap()
+            .1
+            .expect("a touch is due");
+        assert_eq!(touch.expires_at(), 1_250);
+        assert!(
+            store.read(&id, 300, |_| ()).ok().unwrap().1.is_none(),
+            "not again right away"
+        );
+    }
+
+    #[test]
     fn writes_bump_the_version_and_check_if_match() {
         let store = Store::default();
         let id = SessionId::random();
         store.insert_new(id, session(1_000, 0), 0);
-        let replace =
-            |_: &RawValue| to_raw(&serde_json::json!({"a": 1}).as_object().unwrap().clone());
-        assert_eq!(store.write(&id, 1, Some(1), replace, |s| s.version), Ok(2));
         assert_eq!(
-            store.write(&id, 2, Some(1), replace, |s| s.version),
+            store
+                .write(&id, 1, Some(1), replace, |s| s.version)
+                .map(|r| r.0),
+            Ok(2)
+        );
+        assert_eq!(
+            store
+                .write(&id, 2, Some(1), replace, |s| s.version)
+                .map(|r| r.0),
             Err(WriteError::VersionMismatch {
                 current: 2,
                 expected: 1
             })
         );
         assert_eq!(
-            store.read(&id, 3, |s| s.data.get().to_owned()).unwrap(),
+            store
+                .read(&id, 3, |s| s.data.get().to_owned())
+                .ok()
+                .unwrap()
+                .0,
             r#"{"a":1}"#
         );
         assert_eq!(
-            store.write(&SessionId::random(), 2, None, replace, |_| ()),
+            store
+                .write(&SessionId::random(), 2, None, replace, |_| ())
+                .map(|r| r.0),
             Err(WriteError::NotFound)
+        );
+    }
+
+    #[test]
+    fn deletes_leave_a_tombstone_that_stale_copies_cannot_beat() {
+        let store = Store::default();
+        let id = SessionId::random();
+        store.insert_new(id, session(1_000, 0), 0);
+        let stale = store.entry(&id, 0).unwrap();
+        assert!(store.delete(&id, 5, Some(7)).is_err());
+        let tombstone = store.delete(&id, 5, Some(1)).unwrap();
+        assert_eq!(tombstone.version(), 2);
+        assert_eq!(store.known(&id, 6), Known::Deleted);
+        assert!(
+            !store.merge(id, stale, 6),
+            "a stale copy does not resurrect it"
+        );
+        assert!(store.read(&id, 6, |_| ()).is_err());
+        assert!(matches!(
+            store.delete(&id, 7, None),
+            Err(WriteError::NotFound)
+        ));
+    }
+
+    #[test]
+    fn merge_keeps_the_winning_copy_and_ignores_expired_ones() {
+        let store = Store::default();
+        let id = SessionId::random();
+        store.insert_new(id, session(1_000, 0), 0);
+        let (_, v2) = store.write(&id, 10, None, replace, |_| ()).unwrap();
+        let other = Store::default();
+        assert!(other.merge(id, v2.clone(), 10));
+        let v1 = Entry::Live(session(1_000, 0));
+        assert!(
+            !other.merge(id, v1, 11),
+            "an older version does not replace a newer one"
+        );
+        assert_eq!(other.entry(&id, 12).unwrap().version(), 2);
+        assert!(
+            !other.merge(SessionId::random(), Entry::Live(session(10, 0)), 50),
+            "expired copies are dropped"
         );
     }
 
@@ -238,7 +424,7 @@ mod tests {
     }
 
     #[test]
-    fn purge_removes_only_expired_sessions() {
+    fn purge_removes_only_expired_entries() {
         let store = Store::default();
         for i in 0..500 {
             store.insert_new(
@@ -253,12 +439,13 @@ mod tests {
     }
 
     #[test]
-    fn remove_honours_if_match() {
+    fn discard_keeps_copies_that_changed_since() {
         let store = Store::default();
         let id = SessionId::random();
         store.insert_new(id, session(1_000, 0), 0);
-        assert!(store.remove(&id, 1, Some(7)).is_err());
-        assert_eq!(store.remove(&id, 1, Some(1)), Ok(()));
-        assert_eq!(store.remove(&id, 1, None), Err(WriteError::NotFound));
+        store.write(&id, 1, None, replace, |_| ()).unwrap();
+        assert!(!store.discard(&id, 1));
+        assert!(store.discard(&id, 2));
+        assert!(store.is_empty());
     }
 }

@@ -2,6 +2,7 @@
 //! and helpers that wait for a condition with a timeout instead of sleeping.
 #![allow(dead_code)]
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -160,6 +161,8 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
+        // Shorter than the nodes' keep-alive: never reuse a connection the server is closing.
+        .pool_idle_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap()
@@ -302,5 +305,128 @@ impl Drop for ChildNode {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A cluster of `sessionmesh` child processes, for crashes and signals.
+pub struct ChildCluster {
+    pub secrets: Secrets,
+    /// Slot per node ever started; `None` once it was killed or stopped.
+    pub nodes: Vec<(String, Option<ChildNode>)>,
+    pub http: reqwest::Client,
+    pub extra: Vec<String>,
+}
+
+impl ChildCluster {
+    /// Starts `n` nodes `node1..n` with `extra` flags, each seeded with the ones
+    /// before, and waits until they agree on a ring of `n`.
+    pub async fn start(n: usize, extra: &[&str]) -> ChildCluster {
+        let mut cluster = ChildCluster {
+            secrets: Secrets::new(),
+            nodes: Vec::new(),
+            http: client(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for i in 1..=n {
+            cluster.spawn(&format!("node{i}"));
+        }
+        cluster.wait_ring(n).await;
+        cluster
+    }
+
+    /// Starts (or restarts) a node under `node_id`, seeded with the live nodes.
+    pub fn spawn(&mut self, node_id: &str) {
+        let seeds: Vec<String> = self.live().map(|c| c.gossip.to_string()).collect();
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        // Waiting for the child's start-up line blocks: let the runtime move
+        // other tasks (a test's writer) off this thread meanwhile.
+        let child = tokio::task::block_in_place(|| {
+            ChildNode::spawn(node_id, &self.secrets, &seeds, &extra)
+        });
+        match self.nodes.iter_mut().find(|(id, _)| id == node_id) {
+            Some(slot) => slot.1 = Some(child),
+            None => self.nodes.push((node_id.to_owned(), Some(child))),
+        }
+    }
+
+    pub fn live(&self) -> impl Iterator<Item = &ChildNode> {
+        self.nodes.iter().filter_map(|(_, c)| c.as_ref())
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.live().map(|c| c.url("")).collect()
+    }
+
+    pub fn node(&mut self, node_id: &str) -> &mut ChildNode {
+        self.nodes
+            .iter_mut()
+            .find(|(id, _)| id == node_id)
+            .and_then(|(_, c)| c.as_mut())
+            .unwrap_or_else(|| panic!("{node_id} is not running"))
+    }
+
+    /// Takes a node out of the cluster's bookkeeping (after kill or stop).
+    pub fn take(&mut self, node_id: &str) -> ChildNode {
+        self.nodes
+            .iter_mut()
+            .find(|(id, _)| id == node_id)
+            .and_then(|(_, c)| c.take())
+            .unwrap_or_else(|| panic!("{node_id} is not running"))
+    }
+
+    /// `/api/cluster` of every live node.
+    pub async fn views(&self) -> Option<Vec<serde_json::Value>> {
+        let mut views = Vec::new();
+        for url in self.urls() {
+            let r = self
+                .http
+                .get(format!("{url}/api/cluster"))
+                .send()
+                .await
+                .ok()?;
+            views.push(r.json().await.ok()?);
+        }
+        Some(views)
+    }
+
+    /// Waits until every live node's ring has `n` members and they agree.
+    pub async fn wait_ring(&self, n: usize) {
+        wait_for(&format!("a ring of {n} on every node"), WAIT, || async {
+            let views = self.views().await?;
+            let prints: HashSet<&str> = views
+                .iter()
+                .filter_map(|v| v["ring"]["fingerprint"].as_str())
+                .collect();
+            let all_n = views
+                .iter()
+                .all(|v| v["ring"]["nodes"].as_array().is_some_and(|a| a.len() == n));
+            (all_n && prints.len() == 1).then_some(())
+        })
+        .await
+    }
+
+    /// Waits until the live nodes together hold every one of `total` sessions
+    /// on `copies` nodes (one owner, `copies - 1` replicas), with no handoff
+    /// running. Returns how long that took.
+    pub async fn wait_fully_replicated(&self, total: u64, copies: u64) -> Duration {
+        let started = Instant::now();
+        wait_for(
+            &format!("{total} sessions on {copies} nodes each"),
+            Duration::from_secs(90),
+            || async {
+                let views = self.views().await?;
+                let sum = |key: &str| {
+                    views
+                        .iter()
+                        .map(|v| v["sessions"][key].as_u64().unwrap_or(0))
+                        .sum::<u64>()
+                };
+                let idle = views.iter().all(|v| v["handoff"]["running"] == false);
+                (idle && sum("owned") == total && sum("replica") == total * (copies - 1))
+                    .then_some(())
+            },
+        )
+        .await;
+        started.elapsed()
     }
 }

@@ -1,0 +1,125 @@
+//! Typed client for the replication routes of peers' internal listeners.
+//!
+//! It lives on the node's main runtime (replication queues, handoff and
+//! read-through all run there), so one connection pool serves them all.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{self, Signer};
+use crate::ring::NodeId;
+use crate::session::{Record, SessionId};
+
+/// Path of the batch replication route on the internal listener.
+pub const REPLICATE_PATH: &str = "/internal/replicate";
+/// Prefix of the single-session fetch route on the internal listener.
+pub const SESSIONS_PATH: &str = "/internal/sessions";
+
+/// Body of a replication request.
+#[derive(Serialize, Deserialize)]
+pub struct Batch {
+    pub from: String,
+    pub records: Vec<Record>,
+}
+
+/// Answer to a replication request.
+#[derive(Serialize, Deserialize)]
+pub struct BatchAck {
+    pub received: usize,
+    pub applied: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("peer unreachable: {0}")]
+    Unreachable(reqwest::Error),
+    #[error("peer failed: {0}")]
+    Failed(String),
+}
+
+#[derive(Clone)]
+pub struct InternalClient {
+    http: reqwest::Client,
+    signer: Signer,
+    self_id: NodeId,
+}
+
+impl InternalClient {
+    pub fn new(
+        self_id: NodeId,
+        signer: Signer,
+        timeout: Duration,
+    ) -> anyhow::Result<InternalClient> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .http1_only()
+            .tcp_nodelay(true)
+            .connect_timeout(timeout.min(Duration::from_millis(500)))
+            .timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(InternalClient {
+            http,
+            signer,
+            self_id,
+        })
+    }
+
+    fn map_err(error: reqwest::Error) -> PeerError {
+        if error.is_connect() || error.is_timeout() {
+            PeerError::Unreachable(error)
+        } else {
+            PeerError::Failed(error.to_string())
+        }
+    }
+
+    /// Sends records to a peer, which merges them.
+    pub async fn push(
+        &self,
+        internal_addr: &str,
+        records: Vec<Record>,
+    ) -> Result<BatchAck, PeerError> {
+        let batch = Batch {
+            from: self.self_id.to_string(),
+            records,
+        };
+        let response = self
+            .http
+            .post(format!("http://{internal_addr}{REPLICATE_PATH}"))
+            .header(
+                auth::HEADER,
+                self.signer.sign(&self.self_id, "POST", REPLICATE_PATH),
+            )
+            .json(&batch)
+            .send()
+            .await
+            .map_err(Self::map_err)?;
+        if !response.status().is_success() {
+            return Err(PeerError::Failed(format!("status {}", response.status())));
+        }
+        response.json().await.map_err(Self::map_err)
+    }
+
+    /// A peer's copy of a session (live or tombstone), if it has one.
+    pub async fn fetch(
+        &self,
+        internal_addr: &str,
+        id: &SessionId,
+    ) -> Result<Option<Record>, PeerError> {
+        let path = format!("{SESSIONS_PATH}/{id}");
+        let response = self
+            .http
+            .get(format!("http://{internal_addr}{path}"))
+            .header(auth::HEADER, self.signer.sign(&self.self_id, "GET", &path))
+            .send()
+            .await
+            .map_err(Self::map_err)?;
+        match response.status().as_u16() {
+            200 => Ok(Some(response.json().await.map_err(Self::map_err)?)),
+            404 => Ok(None),
+            status => Err(PeerError::Failed(format!("status {status}"))),
+        }
+    }
+}

@@ -1,0 +1,515 @@
+//! Keeping every session on `replication_factor` nodes: the owner's write path,
+//! read-through on a miss, and (in [`rebalance`]) handoff and repair after the
+//! ring changes.
+//!
+//! WRITES. The node that serves a write (the owner, or during a ring change the
+//! node a forwarded request landed on) applies it locally, under the store's
+//! shard lock, which serialises writes to one session and bumps its version.
+//! It then sends the resulting copy to the other nodes of the session's
+//! preference list, and acknowledges the client once `replication_factor - 1` of
+//! them confirmed (fewer only when the ring has fewer nodes). A replica that does
+//! not answer within `replication_timeout` is replaced for that write by the next
+//! distinct node clockwise (the node that takes its place if it is dead), and the
+//! missed copy is remembered as a hint, retried until it lands or the replica
+//! leaves the ring. If even the fallbacks cannot make up the count, the client
+//! gets a 503 `replication_failed`: the write is applied on the owner but not
+//! acknowledged. So an acknowledged write is always on `replication_factor`
+//! nodes, and a single crash never loses it.
+//!
+//! Copies travel whole (not as operations) and every receiver merges them with
+//! [`Entry::supersedes`], so reordering, duplicates and retries are harmless.
+//!
+//! Requests and batches to one peer go through one queue and one task: whatever
+//! piled up while the previous batch was in flight leaves in the next request.
+//!
+//! READ-THROUGH. When a node must serve a session it does not hold (it just
+//! joined or restarted, or the ring is changing), it asks the other holders under
+//! the current and the previous ring before answering 404, and keeps the best copy.
+
+pub mod client;
+mod rebalance;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::membership::ClusterView;
+use crate::ring::NodeId;
+use crate::session::{
+    now_millis, replica_copy, Entry, Known, Record, Session, SessionId, Store, WriteError,
+};
+use client::{InternalClient, PeerError};
+
+pub use rebalance::HandoffProgress;
+
+/// Distinct nodes past the preference list that may stand in for a replica.
+pub const FALLBACKS: usize = 2;
+/// Most records in one replication request.
+const MAX_BATCH: usize = 512;
+
+/// Why an owner-side operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnerError {
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error(
+        "the write was applied here but only {acked} of {required} other copies were confirmed"
+    )]
+    Replication { acked: usize, required: usize },
+}
+
+/// Counters shown in `/api/cluster` (and exported as metrics).
+#[derive(Default, Serialize)]
+pub struct ReplicationStats {
+    /// Copies confirmed by replicas for client writes.
+    pub replicated: AtomicU64,
+    /// Replica deliveries that failed (each leaves a hint).
+    pub replica_failures: AtomicU64,
+    /// Writes that used a fallback node in place of a failed replica.
+    pub fallbacks: AtomicU64,
+    /// Writes refused because too few copies were confirmed.
+    pub refused_writes: AtomicU64,
+    /// Misses looked up on other holders, and how many found a copy.
+    pub read_throughs: AtomicU64,
+    pub read_through_hits: AtomicU64,
+    /// Hinted copies delivered late.
+    pub hints_delivered: AtomicU64,
+}
+
+/// Settings of the replication layer.
+#[derive(Clone, Debug)]
+pub struct ReplicationConfig {
+    pub replication_factor: usize,
+    pub timeout: Duration,
+    /// Handoff throttle, in copies sent per second.
+    pub handoff_rate: u32,
+}
+
+struct Job {
+    id: SessionId,
+    record: Record,
+    ack: Option<oneshot::Sender<bool>>,
+}
+
+struct Inner {
+    self_id: NodeId,
+    config: ReplicationConfig,
+    store: Arc<Store>,
+    view: Arc<ArcSwap<ClusterView>>,
+    client: InternalClient,
+    runtime: Handle,
+    queues: Mutex<HashMap<NodeId, mpsc::UnboundedSender<Job>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Copies a peer missed: session ids per peer, retried by the rebalancer.
+    hints: Mutex<HashMap<NodeId, HashSet<SessionId>>>,
+    stats: ReplicationStats,
+    progress: HandoffProgress,
+    stop: CancellationToken,
+}
+
+/// The replication layer of a node. Cheap to clone.
+#[derive(Clone)]
+pub struct Replication {
+    inner: Arc<Inner>,
+}
+
+impl Replication {
+    /// Starts the replication layer and its rebalancer (on the current runtime,
+    /// which must be the node's main runtime).
+    pub fn start(
+        self_id: NodeId,
+        config: ReplicationConfig,
+        store: Arc<Store>,
+        view: Arc<ArcSwap<ClusterView>>,
+        views: watch::Receiver<Arc<ClusterView>>,
+        client: InternalClient,
+    ) -> Replication {
+        let inner = Arc::new(Inner {
+            self_id,
+            config,
+            store,
+            view,
+            client,
+            runtime: Handle::current(),
+            queues: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+            hints: Mutex::new(HashMap::new()),
+            stats: ReplicationStats::default(),
+            progress: HandoffProgress::default(),
+            stop: CancellationToken::new(),
+        });
+        let rebalancer = tokio::spawn(rebalance::run(inner.clone(), views));
+        inner.tasks.lock().push(rebalancer);
+        Replication { inner }
+    }
+
+    pub fn stats(&self) -> &ReplicationStats {
+        &self.inner.stats
+    }
+
+    pub fn progress(&self) -> &HandoffProgress {
+        &self.inner.progress
+    }
+
+    /// Copies waiting in hints, in all.
+    pub fn hints_pending(&self) -> usize {
+        self.inner.hints.lock().values().map(HashSet::len).sum()
+    }
+
+    /// Waits until the rebalancer has handed off everything for a ring without
+    /// this node (after it announced `leaving`), at most `timeout`. Returns
+    /// whether it got there.
+    pub async fn wait_handed_off(&self, timeout: Duration) -> bool {
+        let mut synced = self.inner.progress.synced.subscribe();
+        let me = self.inner.self_id.clone();
+        let done = async {
+            loop {
+                if synced
+                    .borrow_and_update()
+                    .as_ref()
+                    .is_some_and(|ring| !ring.contains(&me))
+                {
+                    return;
+                }
+                if synced.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, done).await.is_ok()
+    }
+
+    /// Stops the queues and the rebalancer.
+    pub async fn shutdown(&self) {
+        self.inner.stop.cancel();
+        self.inner.queues.lock().clear();
+        let tasks = std::mem::take(&mut *self.inner.tasks.lock());
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    // ---- the owner's operations ----
+
+    /// Reads a session held here, looking it up on the other holders first when
+    /// this node does not know it. `f` sees the session under the store lock.
+    pub async fn read<T>(&self, id: &SessionId, f: impl FnOnce(&Session) -> T) -> Option<T> {
+        let store = &self.inner.store;
+        let (value, touch) = match store.read(id, now_millis(), f) {
+            Ok(found) => found,
+            Err(f) => {
+                match store.known(id, now_millis()) {
+                    Known::Deleted => return None,
+                    // A copy arrived since the first look.
+                    Known::Live => {}
+                    Known::Unknown => self.read_through(id).await,
+                }
+                store.read(id, now_millis(), f).ok()?
+            }
+        };
+        if let Some(entry) = touch {
+            // The expiry ran ahead of what replicas know: tell them, without waiting.
+            self.inner.send_copies(id, &entry);
+        }
+        Some(value)
+    }
+
+    /// Creates a session under a fresh id and replicates it.
+    pub async fn create(&self, id: SessionId, session: Session) -> Result<(), OwnerError> {
+        let entry = Entry::Live(session.clone());
+        if !self.inner.store.insert_new(id, session, now_millis()) {
+            // 128 random bits never collide in practice.
+            return Err(OwnerError::Write(WriteError::IdTaken));
+        }
+        self.replicate(&id, &entry).await
+    }
+
+    /// Edits a session: `update` maps the current data to the new one; `f`
+    /// sees the written session. Acknowledged once replicated.
+    pub async fn write<T>(
+        &self,
+        id: &SessionId,
+        if_match: Option<u64>,
+        update: impl FnOnce(&serde_json::value::RawValue) -> Box<serde_json::value::RawValue>,
+        f: impl FnOnce(&Session) -> T,
+    ) -> Result<T, OwnerError> {
+        if self.inner.store.known(id, now_millis()) == Known::Unknown {
+            self.read_through(id).await;
+        }
+        let (value, entry) = self
+            .inner
+            .store
+            .write(id, now_millis(), if_match, update, f)?;
+        self.replicate(id, &entry).await?;
+        Ok(value)
+    }
+
+    /// Deletes a session (a replicated tombstone).
+    pub async fn delete(&self, id: &SessionId, if_match: Option<u64>) -> Result<(), OwnerError> {
+        if self.inner.store.known(id, now_millis()) == Known::Unknown {
+            self.read_through(id).await;
+        }
+        let tombstone = self.inner.store.delete(id, now_millis(), if_match)?;
+        self.replicate(id, &tombstone).await
+    }
+
+    /// Merges copies received from a peer. Returns how many changed the store.
+    pub fn apply(&self, records: Vec<Record>) -> usize {
+        let now = now_millis();
+        records
+            .into_iter()
+            .filter_map(|r| {
+                let id = SessionId::parse(&r.id)?;
+                Some((id, r.into_entry()?))
+            })
+            .filter(|(id, entry)| self.inner.store.merge(*id, entry.clone(), now))
+            .count()
+    }
+
+    /// This node's copy of a session, for a peer's read-through.
+    pub fn copy(&self, id: &SessionId) -> Option<Record> {
+        let entry = self.inner.store.entry(id, now_millis())?;
+        Some(Record::from_entry(id.as_str(), &replica_copy(&entry)))
+    }
+
+    /// Sends a new copy to the other holders and waits for enough of them.
+    async fn replicate(&self, id: &SessionId, entry: &Entry) -> Result<(), OwnerError> {
+        let inner = &self.inner;
+        let rf = inner.config.replication_factor;
+        let view = inner.view.load_full();
+        let list: Vec<NodeId> = view
+            .ring
+            .preference_list(id.as_bytes(), rf + FALLBACKS)
+            .filter(|n| **n != inner.self_id)
+            .cloned()
+            .collect();
+        let in_pref = view.ring.holds(id.as_bytes(), &inner.self_id, rf);
+        // The other holders of the preference list, then the stand-ins.
+        let holders = if in_pref { rf - 1 } else { rf };
+        let (targets, mut fallbacks) = list.split_at(holders.min(list.len()));
+        let required = (rf - 1).min(list.len());
+        if required == 0 && targets.is_empty() {
+            return Ok(());
+        }
+        let record = Record::from_entry(id.as_str(), &replica_copy(entry));
+        let mut acked = 0;
+        let mut pending: Vec<NodeId> = targets.to_vec();
+        while !pending.is_empty() {
+            let waits: Vec<_> = pending
+                .iter()
+                .map(|peer| inner.enqueue(peer, *id, record.clone(), true))
+                .collect();
+            let results = futures_util::future::join_all(waits.into_iter().map(|rx| async {
+                match rx {
+                    Some(rx) => tokio::time::timeout(inner.config.timeout, rx)
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .unwrap_or(false),
+                    None => false,
+                }
+            }))
+            .await;
+            let failed = results.iter().filter(|ok| !**ok).count();
+            acked += results.len() - failed;
+            inner
+                .stats
+                .replica_failures
+                .fetch_add(failed as u64, Ordering::Relaxed);
+            if acked >= required {
+                break;
+            }
+            // Stand-ins for the replicas that did not answer.
+            let take = failed.min(fallbacks.len());
+            pending = fallbacks[..take].to_vec();
+            fallbacks = &fallbacks[take..];
+            inner
+                .stats
+                .fallbacks
+                .fetch_add(take as u64, Ordering::Relaxed);
+        }
+        inner
+            .stats
+            .replicated
+            .fetch_add(acked as u64, Ordering::Relaxed);
+        if acked >= required {
+            Ok(())
+        } else {
+            inner.stats.refused_writes.fetch_add(1, Ordering::Relaxed);
+            Err(OwnerError::Replication { acked, required })
+        }
+    }
+
+    /// Looks a session up on the other holders under the current and previous
+    /// rings, and keeps the best copy found. Runs on the main runtime.
+    async fn read_through(&self, id: &SessionId) {
+        let inner = self.inner.clone();
+        let id = *id;
+        let lookup = async move {
+            inner.stats.read_throughs.fetch_add(1, Ordering::Relaxed);
+            let view = inner.view.load_full();
+            let rf = inner.config.replication_factor;
+            let mut candidates: Vec<NodeId> = Vec::new();
+            for node in view
+                .previous_ring
+                .preference_list(id.as_bytes(), rf)
+                .chain(view.ring.preference_list(id.as_bytes(), rf + 1))
+            {
+                if **node != *inner.self_id && !candidates.contains(node) {
+                    candidates.push(node.clone());
+                }
+            }
+            let fetches = candidates.iter().filter_map(|node| {
+                let addr = view.member(node)?.internal_addr.clone();
+                let client = inner.client.clone();
+                Some(async move { client.fetch(&addr, &id).await })
+            });
+            let copies = futures_util::future::join_all(fetches).await;
+            let mut found = false;
+            for record in copies.into_iter().filter_map(|r| r.ok().flatten()) {
+                if let Some(entry) = record.into_entry() {
+                    found |= inner.store.merge(id, entry, now_millis());
+                }
+            }
+            if found {
+                inner
+                    .stats
+                    .read_through_hits
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        let _ = self.inner.runtime.spawn(lookup).await;
+    }
+}
+
+impl Inner {
+    /// Queues a copy for `peer`; with `ack`, returns the receiver of its outcome.
+    fn enqueue(
+        self: &Arc<Self>,
+        peer: &NodeId,
+        id: SessionId,
+        record: Record,
+        ack: bool,
+    ) -> Option<oneshot::Receiver<bool>> {
+        let (tx, rx) = if ack {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let job = Job {
+            id,
+            record,
+            ack: tx,
+        };
+        let mut queues = self.queues.lock();
+        if self.stop.is_cancelled() {
+            return None;
+        }
+        let sender = queues.entry(peer.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let task = self
+                .runtime
+                .spawn(peer_queue(self.clone(), peer.clone(), rx));
+            self.tasks.lock().push(task);
+            tx
+        });
+        if let Err(mpsc::error::SendError(job)) = sender.send(job) {
+            self.hint(peer, job.id);
+            return None;
+        }
+        rx
+    }
+
+    /// Fire-and-forget copies to the other holders (expiry refreshes).
+    fn send_copies(self: &Arc<Self>, id: &SessionId, entry: &Entry) {
+        let rf = self.config.replication_factor;
+        let view = self.view.load_full();
+        let record = Record::from_entry(id.as_str(), &replica_copy(entry));
+        for peer in view
+            .ring
+            .preference_list(id.as_bytes(), rf)
+            .filter(|n| **n != self.self_id)
+        {
+            let _ = self.enqueue(peer, *id, record.clone(), false);
+        }
+    }
+
+    fn hint(&self, peer: &NodeId, id: SessionId) {
+        self.hints
+            .lock()
+            .entry(peer.clone())
+            .or_default()
+            .insert(id);
+    }
+
+    /// The internal address of a live member.
+    fn address(&self, node: &str) -> Option<String> {
+        self.view
+            .load()
+            .member(node)
+            .map(|m| m.internal_addr.clone())
+    }
+
+    /// Sends records to a peer, with a few quick retries.
+    async fn push(&self, peer: &str, records: Vec<Record>) -> Result<(), PeerError> {
+        let mut delay = Duration::from_millis(50);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Some(addr) = self.address(peer) else {
+                return Err(PeerError::Failed(format!("{peer} is not a live member")));
+            };
+            match self.client.push(&addr, records.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt >= 3 => return Err(e),
+                Err(_) => {
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return Err(PeerError::Failed("stopping".into())),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay *= 4;
+                }
+            }
+        }
+    }
+}
+
+/// The task that drains one peer's queue, a batch per request.
+async fn peer_queue(inner: Arc<Inner>, peer: NodeId, mut rx: mpsc::UnboundedReceiver<Job>) {
+    loop {
+        let first = tokio::select! {
+            _ = inner.stop.cancelled() => return,
+            job = rx.recv() => match job { Some(job) => job, None => return },
+        };
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let records: Vec<Record> = jobs.iter().map(|j| j.record.clone()).collect();
+        let ok = match inner.address(&peer) {
+            Some(addr) => inner.client.push(&addr, records).await.is_ok(),
+            None => false,
+        };
+        for job in jobs {
+            if !ok {
+                inner.hint(&peer, job.id);
+            }
+            if let Some(ack) = job.ack {
+                let _ = ack.send(ok);
+            }
+        }
+    }
+}

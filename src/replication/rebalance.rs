@@ -1,0 +1,310 @@
+//! Handoff and repair: after the ring changes, every copy goes where the new
+//! ring wants it.
+//!
+//! The rebalancer remembers the placement (ring plus member generations) whose
+//! copies it last finished distributing. When the current placement differs, it
+//! walks the store shard by shard and, for each entry:
+//! - if this node still holds the session under the new ring, and is the first
+//!   surviving holder under the old ring, it sends the entry to every holder that
+//!   is new (not a holder before, or restarted since: a new generation has an
+//!   empty memory);
+//! - if this node no longer holds it, it sends the entry to every new holder and,
+//!   once all deliveries of the pass succeeded, drops its own copy.
+//!
+//! Receivers merge by version, so a copy sent twice or late changes nothing.
+//! Sends are batched per target and throttled to `handoff_rate` copies per
+//! second so that serving traffic stays responsive. A pass that had failures is
+//! retried; copies that replicas missed on the write path (hints) are retried
+//! on the same tick.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::{Inner, MAX_BATCH};
+use crate::membership::ClusterView;
+use crate::ring::{NodeId, Ring};
+use crate::session::{now_millis, replica_copy, Record, SessionId};
+
+/// How often unfinished work (a failed pass, pending hints) is retried.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Handoff and repair progress, for `/api/cluster` and metrics.
+#[derive(Default, Serialize)]
+pub struct HandoffProgress {
+    /// A pass is running now.
+    pub running: AtomicBool,
+    /// Copies the current (or last) pass has to send, has sent, and failed to send.
+    pub to_move: AtomicU64,
+    pub moved: AtomicU64,
+    pub failed: AtomicU64,
+    /// Copies this node dropped after handing them to their new holders.
+    pub dropped: AtomicU64,
+    /// Passes completed, and how long the last one took.
+    pub passes: AtomicU64,
+    pub last_pass_ms: AtomicU64,
+    /// Copies per second of the last pass that sent any.
+    pub last_rate: AtomicU64,
+    /// The ring whose placement is fully distributed.
+    #[serde(skip)]
+    pub synced: watch::Sender<Option<Arc<Ring>>>,
+}
+
+/// A ring and the generations of its members: a restarted member (new
+/// generation) lost its memory and must be sent its copies again.
+#[derive(Clone)]
+struct Placement {
+    ring: Arc<Ring>,
+    generations: HashMap<NodeId, u64>,
+}
+
+impl Placement {
+    fn of(view: &ClusterView) -> Placement {
+        let generations = view
+            .ring
+            .nodes()
+            .iter()
+            .filter_map(|n| Some((n.clone(), view.member(n)?.generation)))
+            .collect();
+        Placement {
+            ring: view.ring.clone(),
+            generations,
+        }
+    }
+
+    fn same(&self, other: &Placement) -> bool {
+        self.ring.fingerprint() == other.ring.fingerprint() && self.generations == other.generations
+    }
+
+    /// Whether `node` was in this placement with the same generation as in `now`.
+    fn kept(&self, node: &NodeId, now: &Placement) -> bool {
+        matches!((self.generations.get(node), now.generations.get(node)), (Some(a), Some(b)) if a == b)
+    }
+}
+
+pub(super) async fn run(inner: Arc<Inner>, mut views: watch::Receiver<Arc<ClusterView>>) {
+    let mut synced = Placement::of(&views.borrow_and_update());
+    inner
+        .progress
+        .synced
+        .send_replace(Some(synced.ring.clone()));
+    let mut pending = false;
+    loop {
+        let retry = async {
+            if pending {
+                tokio::time::sleep(RETRY).await
+            } else {
+                std::future::pending().await
+            }
+        };
+        tokio::select! {
+            _ = inner.stop.cancelled() => return,
+            changed = views.changed() => if changed.is_err() { return },
+            _ = retry => {}
+        }
+        let current = Placement::of(&views.borrow_and_update());
+        let mut complete = true;
+        if !current.same(&synced) {
+            complete = pass(&inner, &synced, &current).await;
+            if complete {
+                synced = current;
+                inner
+                    .progress
+                    .synced
+                    .send_replace(Some(synced.ring.clone()));
+            }
+        }
+        let hints_left = deliver_hints(&inner).await;
+        pending = !complete || hints_left;
+    }
+}
+
+/// One handoff pass from `old` to `new`. Returns whether every copy arrived.
+async fn pass(inner: &Arc<Inner>, old: &Placement, new: &Placement) -> bool {
+    let started = Instant::now();
+    let progress = &inner.progress;
+    progress.running.store(true, Ordering::Relaxed);
+    for counter in [&progress.to_move, &progress.moved, &progress.failed] {
+        counter.store(0, Ordering::Relaxed);
+    }
+    let me = &inner.self_id;
+    let rf = inner.config.replication_factor;
+    let mut batches: HashMap<NodeId, Vec<Record>> = HashMap::new();
+    let mut to_drop: Vec<(SessionId, u64)> = Vec::new();
+    let mut ok = true;
+    let mut throttle = Throttle::new(inner.config.handoff_rate);
+
+    for shard in 0..inner.store.shard_count() {
+        if inner.stop.is_cancelled() {
+            progress.running.store(false, Ordering::Relaxed);
+            return false;
+        }
+        for (id, entry) in inner.store.shard_entries(shard, now_millis()) {
+            let key = id.as_bytes();
+            let new_holders: Vec<&NodeId> = new.ring.preference_list(key, rf).collect();
+            if new_holders.is_empty() {
+                continue;
+            }
+            let old_holders: Vec<&NodeId> = old.ring.preference_list(key, rf).collect();
+            let keep = new_holders.contains(&me);
+            let targets: Vec<&NodeId> = if keep {
+                // The first old holder still here (same generation) sends; if
+                // none survived, every remaining holder does.
+                let sender = old_holders.iter().find(|n| old.kept(n, new));
+                if sender.is_some_and(|s| *s != me) {
+                    continue;
+                }
+                new_holders
+                    .iter()
+                    .copied()
+                    .filter(|n| *n != me && !(old_holders.contains(n) && old.kept(n, new)))
+                    .collect()
+            } else {
+                to_drop.push((id, entry.version()));
+                new_holders
+            };
+            if targets.is_empty() {
+                continue;
+            }
+            let record = Record::from_entry(id.as_str(), &replica_copy(&entry));
+            for target in targets {
+                progress.to_move.fetch_add(1, Ordering::Relaxed);
+                let batch = batches.entry(target.clone()).or_default();
+                batch.push(record.clone());
+                if batch.len() >= MAX_BATCH {
+                    let batch = std::mem::take(batch);
+                    ok &= send(inner, target, batch, &mut throttle).await;
+                }
+            }
+        }
+    }
+    for (target, batch) in batches {
+        if !batch.is_empty() {
+            ok &= send(inner, &target, batch, &mut throttle).await;
+        }
+    }
+    if ok {
+        let dropped = to_drop
+            .iter()
+            .filter(|(id, version)| inner.store.discard(id, *version))
+            .count();
+        progress
+            .dropped
+            .fetch_add(dropped as u64, Ordering::Relaxed);
+    }
+    let elapsed = started.elapsed();
+    let moved = progress.moved.load(Ordering::Relaxed);
+    progress
+        .last_pass_ms
+        .store(elapsed.as_millis() as u64, Ordering::Relaxed);
+    if moved > 0 {
+        progress.last_rate.store(
+            (moved as f64 / elapsed.as_secs_f64().max(1e-3)) as u64,
+            Ordering::Relaxed,
+        );
+    }
+    progress.passes.fetch_add(1, Ordering::Relaxed);
+    progress.running.store(false, Ordering::Relaxed);
+    if moved > 0 || !ok {
+        tracing::info!(
+            to_move = progress.to_move.load(Ordering::Relaxed),
+            moved,
+            failed = progress.failed.load(Ordering::Relaxed),
+            ms = elapsed.as_millis() as u64,
+            complete = ok,
+            "handoff pass"
+        );
+    }
+    ok
+}
+
+async fn send(
+    inner: &Arc<Inner>,
+    target: &NodeId,
+    batch: Vec<Record>,
+    throttle: &mut Throttle,
+) -> bool {
+    let n = batch.len() as u64;
+    throttle.wait(n).await;
+    match inner.push(target, batch).await {
+        Ok(()) => {
+            inner.progress.moved.fetch_add(n, Ordering::Relaxed);
+            true
+        }
+        Err(error) => {
+            tracing::debug!(%target, %error, "handoff batch failed");
+            inner.progress.failed.fetch_add(n, Ordering::Relaxed);
+            false
+        }
+    }
+}
+
+/// Delivers hinted copies to peers that still hold the sessions. Returns
+/// whether hints remain.
+async fn deliver_hints(inner: &Arc<Inner>) -> bool {
+    let hints = std::mem::take(&mut *inner.hints.lock());
+    if hints.is_empty() {
+        return false;
+    }
+    let view = inner.view.load_full();
+    let rf = inner.config.replication_factor;
+    for (peer, ids) in hints {
+        let records: Vec<Record> = ids
+            .iter()
+            .filter(|id| view.ring.holds(id.as_bytes(), &peer, rf))
+            .filter_map(|id| {
+                Some(Record::from_entry(
+                    id.as_str(),
+                    &replica_copy(&inner.store.entry(id, now_millis())?),
+                ))
+            })
+            .collect();
+        if records.is_empty() {
+            continue;
+        }
+        let n = records.len() as u64;
+        let mut delivered = true;
+        for chunk in records.chunks(MAX_BATCH) {
+            if inner.push(&peer, chunk.to_vec()).await.is_err() {
+                delivered = false;
+                break;
+            }
+        }
+        if delivered {
+            inner.stats.hints_delivered.fetch_add(n, Ordering::Relaxed);
+        } else {
+            let mut hints = inner.hints.lock();
+            hints.entry(peer).or_default().extend(ids);
+        }
+    }
+    !inner.hints.lock().is_empty()
+}
+
+/// Paces sends to at most `rate` copies per second.
+struct Throttle {
+    rate: f64,
+    started: Instant,
+    sent: u64,
+}
+
+impl Throttle {
+    fn new(rate: u32) -> Throttle {
+        Throttle {
+            rate: f64::from(rate.max(1)),
+            started: Instant::now(),
+            sent: 0,
+        }
+    }
+
+    async fn wait(&mut self, n: u64) {
+        let due = Duration::from_secs_f64(self.sent as f64 / self.rate);
+        if let Some(ahead) = due.checked_sub(self.started.elapsed()) {
+            tokio::time::sleep(ahead).await;
+        }
+        self.sent += n;
+    }
+}
