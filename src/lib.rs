@@ -14,6 +14,9 @@
 //! - [`http`]: public pages and JSON API, cluster/health routes, the internal
 //!   listener (every request signed with the cluster secret, see [`auth`]).
 //! - [`node`]: start-up in order, graceful leave in reverse; [`config`] is parsed once.
+//! - [`metrics`]: Prometheus families of one node; `/dashboard` and the [`cli`]
+//!   subcommands (`status`, `whereis`, `leave`, `local-cluster`) are built on the
+//!   same public HTTP routes.
 
 pub mod auth;
 pub mod cli;
@@ -21,6 +24,7 @@ pub mod config;
 pub mod cookie;
 pub mod http;
 pub mod membership;
+pub mod metrics;
 pub mod node;
 pub mod peer_client;
 pub mod replication;

@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::cookie::CookieCodec;
 use crate::http;
 use crate::membership::{ClusterView, Membership, MembershipConfig, Status};
+use crate::metrics::{self, Metrics};
 use crate::peer_client::PeerClient;
 use crate::replication::client::InternalClient;
 use crate::replication::{Replication, ReplicationConfig, FALLBACKS};
@@ -44,6 +45,9 @@ pub struct Node {
     cookies: CookieCodec,
     signer: Signer,
     status: AtomicU8,
+    metrics: Metrics,
+    /// Cancelled when an operator asks this node to leave (`POST /api/admin/leave`).
+    leave: CancellationToken,
 }
 
 impl Node {
@@ -73,6 +77,21 @@ impl Node {
 
     pub fn membership(&self) -> &Membership {
         &self.membership
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Asks the process running this node to leave gracefully, as on SIGTERM
+    /// ([`run`] watches for it).
+    pub fn request_leave(&self) {
+        self.leave.cancel();
+    }
+
+    /// Resolves once [`Node::request_leave`] was called.
+    pub async fn leave_requested(&self) {
+        self.leave.cancelled().await
     }
 
     /// The owner-side session operations (replicated writes, read-through).
@@ -137,6 +156,8 @@ pub struct NodeHandle {
     servers: Vec<JoinHandle<std::io::Result<()>>>,
     purge_stop: CancellationToken,
     purge: JoinHandle<()>,
+    /// Counts ring changes; ends when gossip shuts down.
+    ring_counter: JoinHandle<()>,
 }
 
 impl NodeHandle {
@@ -174,6 +195,7 @@ impl NodeHandle {
         self.purge_stop.cancel();
         let _ = self.purge.await;
         self.node.membership.shutdown().await;
+        let _ = self.ring_counter.await;
         tracing::info!(node = %self.node.id, "left the cluster");
     }
 }
@@ -297,6 +319,8 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
         membership,
         replication,
         status: AtomicU8::new(0),
+        metrics: Metrics::new(&config.node_id),
+        leave: CancellationToken::new(),
         config,
     });
     let workers = node.config.workers;
@@ -342,6 +366,10 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
 
     let purge_stop = CancellationToken::new();
     let purge = tokio::spawn(purge_loop(node.clone(), purge_stop.clone()));
+    let ring_counter = tokio::spawn(metrics::count_ring_changes(
+        node.clone().into_inner(),
+        node.membership.subscribe(),
+    ));
 
     if !node.config.seeds.is_empty() {
         wait_for_peers(&node).await;
@@ -371,6 +399,7 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
         servers,
         purge_stop,
         purge,
+        ring_counter,
     })
 }
 
@@ -424,10 +453,14 @@ async fn purge_loop(node: web::Data<Node>, stop: CancellationToken) {
     }
 }
 
-/// Runs a node until `shutdown` resolves, then leaves gracefully.
+/// Runs a node until `shutdown` resolves or an operator asks it to leave, then
+/// leaves gracefully.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let handle = start(config).await?;
-    shutdown.await;
+    tokio::select! {
+        _ = shutdown => {}
+        _ = handle.node().leave_requested() => {}
+    }
     handle.shutdown().await;
     Ok(())
 }

@@ -15,7 +15,7 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// `GET /api/cluster`: this node's view of the cluster.
-async fn cluster(node: web::Data<Node>) -> HttpResponse {
+pub(super) async fn cluster(node: web::Data<Node>) -> HttpResponse {
     let view = node.view();
     let members = node.membership().report().await;
     let copies = node.config().replication_factor.get();

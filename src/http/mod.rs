@@ -8,7 +8,10 @@
 
 mod admin;
 mod api;
+mod dashboard;
 mod internal;
+mod metrics;
+mod operator;
 mod pages;
 
 use std::sync::Arc;
@@ -28,6 +31,7 @@ use crate::routing::{self, Route};
 use crate::session::{SessionId, WriteError};
 
 pub use internal::Forwarded;
+pub use operator::LEAVE_PATH;
 
 /// Header naming the node that served a response.
 pub const SERVED_BY: &str = "x-served-by";
@@ -154,11 +158,13 @@ impl Ctx {
                 return local.await;
             }
             let Some(addr) = addr else { continue };
-            match self
+            let started = std::time::Instant::now();
+            let result = self
                 .peers
                 .forward(&holder, &addr, &self.req, body.clone())
-                .await
-            {
+                .await;
+            metrics::observe_forward(&self.node, started, &result);
+            match result {
                 Err(e)
                     if e.code() == "owner_unavailable"
                         || (idempotent && e.code() == "owner_failed") =>
@@ -302,12 +308,19 @@ pub fn public_app(
     >,
 > {
     let served_by = DefaultHeaders::new().add((SERVED_BY, node.id().to_owned()));
+    let counted = node.clone();
     actix_web::App::new()
         .app_data(node)
         .app_data(peers)
         .wrap(served_by)
+        .wrap(actix_web::middleware::from_fn(move |req, next| {
+            metrics::count(counted.clone(), crate::metrics::Listener::Public, req, next)
+        }))
         .configure(session_routes)
         .configure(admin::routes)
+        .configure(dashboard::routes)
+        .configure(metrics::routes)
+        .configure(operator::routes)
         .default_service(web::to(no_route))
 }
 
@@ -326,6 +339,7 @@ pub fn internal_app(
 > {
     let served_by = DefaultHeaders::new().add((SERVED_BY, node.id().to_owned()));
     let signer = Arc::new(node.signer().clone());
+    let counted = node.clone();
     actix_web::App::new()
         .app_data(node)
         .app_data(peers)
@@ -333,9 +347,18 @@ pub fn internal_app(
             internal::authenticate(signer.clone(), req, next)
         }))
         .wrap(served_by)
+        .wrap(actix_web::middleware::from_fn(move |req, next| {
+            metrics::count(
+                counted.clone(),
+                crate::metrics::Listener::Internal,
+                req,
+                next,
+            )
+        }))
         .app_data(web::PayloadConfig::new(internal::MAX_BATCH_BYTES))
         .service(web::scope(FORWARD_PREFIX).configure(session_routes))
         .configure(internal::routes)
+        .configure(dashboard::internal_routes)
         .default_service(web::to(no_route))
 }
 
