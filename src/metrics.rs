@@ -34,6 +34,7 @@ use tokio::sync::watch;
 
 use crate::membership::{ClusterView, MemberReport};
 use crate::node::Node;
+use crate::replication::Replication;
 use crate::ring::Ring;
 use crate::session::{now_millis, Store};
 
@@ -184,28 +185,26 @@ pub struct Metrics {
     /// Times the ring (the set of ready members) changed since start.
     pub ring_changes: Counter,
 
-    // ---- hooks for replication, handoff, repair and takeover ----
-    /// A write applied by a replica and acknowledged to the owner (count on the owner).
+    // ---- mirrored at scrape time from the replication layer's own counters ----
+    /// Copies confirmed by replicas for client writes (counted on the writer).
     pub replication_writes: Counter,
-    /// A write a replica did not acknowledge in time (count on the owner).
+    /// Replica deliveries that failed on the write path (each left a hint).
     pub replication_failures: Counter,
-    /// Sessions streamed to their new owner after a ring change.
+    /// Session copies sent to new holders by handoff passes.
     pub handoff_sessions_sent: Counter,
-    /// Sessions received from a previous owner.
+    /// Session copies received from peers (replication and handoff).
     pub handoff_sessions_received: Counter,
-    /// Handoffs started (one per ring change that moves sessions away from this node).
+    /// Handoff passes started, completed (every copy delivered) and incomplete (retried).
     pub handoffs_started: Counter,
-    /// Handoffs finished with every session delivered.
     pub handoffs_completed: Counter,
-    /// Handoffs given up (a target stayed unreachable, the deadline passed).
     pub handoffs_failed: Counter,
-    /// Sessions still to hand off in the running handoff (0 when idle).
+    /// Copies still to send in the running handoff pass (0 when idle).
     pub handoff_pending_sessions: Gauge,
-    /// Replica copies re-created to restore the replication factor.
+    /// Hinted copies delivered late, restoring the replication factor.
     pub repair_sessions: Counter,
-    /// Sessions this node took over as owner after their owner died.
+    /// Requests sent to the next holder because the owner was unreachable.
     pub takeover_sessions: Counter,
-    /// Misses on the new owner read through from the previous owner or a replica.
+    /// Misses looked up on other holders (read-through).
     pub read_through: Counter,
 }
 
@@ -395,8 +394,10 @@ impl Metrics {
         view: &ClusterView,
         members: &[MemberReport],
         store: &Store,
+        replication: &Replication,
         copies: usize,
     ) {
+        self.mirror(replication);
         let counts = session_counts(&view.ring, store, &view.self_id, copies);
         for (role, n) in [
             ("owned", counts.owned),
@@ -422,6 +423,36 @@ impl Metrics {
             self.members.get_or_create(&StatusLabels { status }).set(n);
         }
         self.ring_members.set(view.ring.nodes().len() as i64);
+    }
+
+    /// Copies the replication layer's counters (its single source of truth)
+    /// into the exported families.
+    fn mirror(&self, replication: &Replication) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let set = |counter: &Counter, value: u64| counter.inner().store(value, Ordering::Relaxed);
+        let stats = replication.stats();
+        let progress = replication.progress();
+        set(&self.replication_writes, load(&stats.replicated));
+        set(&self.replication_failures, load(&stats.replica_failures));
+        set(&self.handoff_sessions_sent, load(&progress.moved_total));
+        set(
+            &self.handoff_sessions_received,
+            load(&stats.copies_received),
+        );
+        let running = u64::from(progress.running.load(Ordering::Relaxed));
+        let (done, incomplete) = (load(&progress.passes), load(&progress.incomplete_passes));
+        set(&self.handoffs_started, done + incomplete + running);
+        set(&self.handoffs_completed, done);
+        set(&self.handoffs_failed, incomplete);
+        let pending = if running == 1 {
+            load(&progress.to_move).saturating_sub(load(&progress.moved) + load(&progress.failed))
+        } else {
+            0
+        };
+        self.handoff_pending_sessions.set(pending as i64);
+        set(&self.repair_sessions, load(&stats.hints_delivered));
+        set(&self.takeover_sessions, load(&stats.takeovers));
+        set(&self.read_through, load(&stats.read_throughs));
     }
 
     /// The OpenMetrics text of every family.

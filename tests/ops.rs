@@ -249,13 +249,13 @@ async fn leave_needs_a_signature_for_this_node() {
     ));
     assert_eq!(post(None, path.clone()).await.status(), 401);
     assert_eq!(
-        post(Some(wrong.sign("x", "POST", &path)), path.clone())
+        post(Some(wrong.sign("x", "POST", &path, b"")), path.clone())
             .await
             .status(),
         401
     );
     let other = format!("/api/admin/leave?node={}", cluster.id(1));
-    let response = post(Some(good.sign("x", "POST", &other)), other).await;
+    let response = post(Some(good.sign("x", "POST", &other, b"")), other).await;
     assert_eq!(
         response.status(),
         409,
@@ -263,9 +263,12 @@ async fn leave_needs_a_signature_for_this_node() {
     );
     // A signature covers the path and query it was made for.
     assert_eq!(
-        post(Some(good.sign("x", "POST", &other_path())), path.clone())
-            .await
-            .status(),
+        post(
+            Some(good.sign("x", "POST", &other_path(), b"")),
+            path.clone()
+        )
+        .await
+        .status(),
         401
     );
     let get = cluster
@@ -276,7 +279,7 @@ async fn leave_needs_a_signature_for_this_node() {
         .unwrap();
     assert_eq!(get.status(), 405);
 
-    let response = post(Some(good.sign("x", "POST", &path)), path).await;
+    let response = post(Some(good.sign("x", "POST", &path, b"")), path).await;
     assert_eq!(response.status(), 202);
     tokio::time::timeout(WAIT, cluster.nodes[0].node().leave_requested())
         .await

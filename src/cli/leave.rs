@@ -119,7 +119,7 @@ async fn leave(args: &LeaveArgs, signer: Signer) -> Result<(), String> {
         Some(query) => format!("{}?{query}", url.path()),
         None => url.path().to_owned(),
     };
-    let signature = signer.sign(SIGNER_ID, "POST", &path_and_query);
+    let signature = signer.sign(SIGNER_ID, "POST", &path_and_query, b"");
     println!("asking {node_id} ({base}) to leave the cluster…");
     let response = client
         .post(url)

@@ -6,7 +6,6 @@ use serde_json::json;
 
 use crate::membership::Status;
 use crate::node::Node;
-use crate::session::now_millis;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/cluster", web::get().to(cluster))
@@ -19,15 +18,7 @@ pub(super) async fn cluster(node: web::Data<Node>) -> HttpResponse {
     let view = node.view();
     let members = node.membership().report().await;
     let copies = node.config().replication_factor.get();
-    let (mut owned, mut replica, mut other) = (0u64, 0u64, 0u64);
-    node.store().for_each_live(now_millis(), |id| {
-        let mut list = view.ring.preference_list(id.as_bytes(), copies);
-        match list.position(|n| &**n == node.id()) {
-            Some(0) => owned += 1,
-            Some(_) => replica += 1,
-            None => other += 1,
-        }
-    });
+    let counts = crate::metrics::session_counts(&view.ring, node.store(), node.id(), copies);
     let shares = view.ring.shares();
     HttpResponse::Ok().json(json!({
         "node_id": node.id(),
@@ -41,7 +32,7 @@ pub(super) async fn cluster(node: web::Data<Node>) -> HttpResponse {
             "nodes": view.ring.nodes(),
             "shares": shares,
         },
-        "sessions": { "owned": owned, "replica": replica, "other": other },
+        "sessions": { "owned": counts.owned, "replica": counts.replica, "other": counts.other },
         "replication": node.replication().stats(),
         "handoff": node.replication().progress(),
         "repair": { "hints_pending": node.replication().hints_pending() },

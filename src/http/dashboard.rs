@@ -93,7 +93,7 @@ async fn fetch_peer(node: &Node, member: &MemberReport) -> Value {
     let started = Instant::now();
     let id = &member.member.node_id;
     let url = format!("http://{}{INTERNAL_PATH}", member.member.internal_addr);
-    let signature = node.signer().sign(node.id(), "GET", INTERNAL_PATH);
+    let signature = node.signer().sign(node.id(), "GET", INTERNAL_PATH, b"");
     let request = CLIENT.with(|client| {
         client
             .get(&url)

@@ -20,8 +20,13 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
 async fn metrics(node: web::Data<Node>) -> HttpResponse {
     let members = node.membership().report().await;
     let copies = node.config().replication_factor.get();
-    node.metrics()
-        .refresh(&node.view(), &members, node.store(), copies);
+    node.metrics().refresh(
+        &node.view(),
+        &members,
+        node.store(),
+        node.replication(),
+        copies,
+    );
     match node.metrics().encode() {
         Ok(text) => HttpResponse::Ok()
             .content_type(CONTENT_TYPE)

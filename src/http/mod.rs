@@ -154,6 +154,13 @@ impl Ctx {
         );
         let mut unreachable = None;
         for (holder, addr) in holders {
+            if unreachable.is_some() {
+                // The owner (or an earlier holder) is down: a replica takes over.
+                let stats = self.node.replication().stats();
+                stats
+                    .takeovers
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             if *holder == *self.node.id() {
                 return local.await;
             }

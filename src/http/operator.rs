@@ -85,7 +85,7 @@ async fn leave(node: web::Data<Node>, req: HttpRequest) -> Result<HttpResponse, 
         .and_then(|v| v.to_str().ok());
     let requester = node
         .signer()
-        .verify(header, "POST", path)
+        .verify(header, "POST", path, b"")
         .map_err(|error| {
             tracing::warn!(peer = ?req.peer_addr(), %error, "leave request refused");
             ApiError::new(

@@ -83,6 +83,11 @@ pub struct ReplicationStats {
     pub read_through_hits: AtomicU64,
     /// Hinted copies delivered late.
     pub hints_delivered: AtomicU64,
+    /// Copies received from peers (replication and handoff), and how many changed the store.
+    pub copies_received: AtomicU64,
+    pub copies_applied: AtomicU64,
+    /// Requests an entry node sent to the next holder because the owner was unreachable.
+    pub takeovers: AtomicU64,
 }
 
 /// Settings of the replication layer.
@@ -265,14 +270,22 @@ impl Replication {
     /// Merges copies received from a peer. Returns how many changed the store.
     pub fn apply(&self, records: Vec<Record>) -> usize {
         let now = now_millis();
-        records
+        let stats = &self.inner.stats;
+        stats
+            .copies_received
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        let applied = records
             .into_iter()
             .filter_map(|r| {
                 let id = SessionId::parse(&r.id)?;
                 Some((id, r.into_entry()?))
             })
             .filter(|(id, entry)| self.inner.store.merge(*id, entry.clone(), now))
-            .count()
+            .count();
+        stats
+            .copies_applied
+            .fetch_add(applied as u64, Ordering::Relaxed);
+        applied
     }
 
     /// This node's copy of a session, for a peer's read-through.

@@ -44,8 +44,13 @@ pub struct HandoffProgress {
     pub failed: AtomicU64,
     /// Copies this node dropped after handing them to their new holders.
     pub dropped: AtomicU64,
-    /// Passes completed, and how long the last one took.
+    /// Copies sent and failed over all passes.
+    pub moved_total: AtomicU64,
+    pub failed_total: AtomicU64,
+    /// Passes completed (every copy delivered) and passes that had failures
+    /// (retried), and how long the last one took.
     pub passes: AtomicU64,
+    pub incomplete_passes: AtomicU64,
     pub last_pass_ms: AtomicU64,
     /// Copies per second of the last pass that sent any.
     pub last_rate: AtomicU64,
@@ -207,7 +212,11 @@ async fn pass(inner: &Arc<Inner>, old: &Placement, new: &Placement) -> bool {
             Ordering::Relaxed,
         );
     }
-    progress.passes.fetch_add(1, Ordering::Relaxed);
+    if ok {
+        progress.passes.fetch_add(1, Ordering::Relaxed);
+    } else {
+        progress.incomplete_passes.fetch_add(1, Ordering::Relaxed);
+    }
     progress.running.store(false, Ordering::Relaxed);
     if moved > 0 || !ok {
         tracing::info!(
@@ -233,11 +242,13 @@ async fn send(
     match inner.push(target, batch).await {
         Ok(()) => {
             inner.progress.moved.fetch_add(n, Ordering::Relaxed);
+            inner.progress.moved_total.fetch_add(n, Ordering::Relaxed);
             true
         }
         Err(error) => {
             tracing::debug!(%target, %error, "handoff batch failed");
             inner.progress.failed.fetch_add(n, Ordering::Relaxed);
+            inner.progress.failed_total.fetch_add(n, Ordering::Relaxed);
             false
         }
     }
