@@ -1,0 +1,264 @@
+//! Strangers on the gossip port: a member announced by someone who does not know
+//! the cluster secret never enters a ring and never receives a session.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chitchat::transport::UdpTransport;
+use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
+use common::{test_config, wait_for, Cluster, Secrets, WAIT};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A raw gossip member announcing `public`/`internal` addresses, as an intruder
+/// with the chitchat crate and the cluster id (but not the secret) would.
+async fn fake_member(
+    cluster_id: &str,
+    node_id: &str,
+    seed: SocketAddr,
+    internal: &str,
+) -> ChitchatHandle {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = ChitchatConfig {
+        chitchat_id: ChitchatId::new(node_id, 1, addr),
+        cluster_id: cluster_id.to_owned(),
+        gossip_interval: Duration::from_millis(100),
+        listen_addr: addr,
+        seed_nodes: vec![seed.to_string()],
+        failure_detector_config: FailureDetectorConfig {
+            initial_interval: Duration::from_millis(100),
+            ..Default::default()
+        },
+        marked_for_deletion_grace_period: Duration::from_secs(60),
+        catchup_callback: None,
+        extra_liveness_predicate: None,
+        protocol_version: chitchat::ProtocolVersion::V0,
+    };
+    let kv = vec![
+        ("public_addr".to_owned(), internal.to_owned()),
+        ("internal_addr".to_owned(), internal.to_owned()),
+        ("status".to_owned(), "ready".to_owned()),
+    ];
+    spawn_chitchat(config, kv, &UdpTransport).await.unwrap()
+}
+
+/// A TCP listener that counts connections and answers every request with 200
+/// and a body that is no proof.
+async fn trap() -> (
+    SocketAddr,
+    Arc<AtomicUsize>,
+    Arc<parking_lot::Mutex<Vec<String>>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let lines = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let (h, l) = (hits.clone(), lines.clone());
+    tokio::spawn(async move {
+        // Ends with the test's runtime.
+        while let Ok((mut socket, _)) = listener.accept().await {
+            h.fetch_add(1, Ordering::Relaxed);
+            let l = l.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                if let Ok(n) = socket.read(&mut buf).await {
+                    let head = String::from_utf8_lossy(&buf[..n]);
+                    l.lock()
+                        .push(head.lines().next().unwrap_or_default().to_owned());
+                }
+                let body =
+                    r#"{"cluster_id":"test","node_id":"evil","generation":1,"proof":"AAAA"}"#;
+                let reply = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = socket.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (addr, hits, lines)
+}
+
+/// 1. a 3-node cluster; 2. an intruder announces "evil" (addresses at a trap)
+///    and "mimic" (addresses at node2's real internal listener); 3. every node
+///    sees both in gossip, probes them, and refuses them: they are never
+///    admitted, never in a ring; 4. 200 sessions created and read through every
+///    node: none goes to the trap, which only ever saw admission challenges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_without_the_secret_never_enters_a_ring() {
+    let cluster = Cluster::start(3).await;
+    let fingerprint = cluster.wait_converged(3).await;
+    let seed = cluster.nodes[0].addrs().gossip;
+    let (trap_addr, _hits, lines) = trap().await;
+    let evil = fake_member("test", "evil", seed, &trap_addr.to_string()).await;
+    let mimic = fake_member(
+        "test",
+        "mimic",
+        seed,
+        &cluster.nodes[1].addrs().internal.to_string(),
+    )
+    .await;
+    let http = &cluster.http;
+
+    // Every node learns of both from gossip and refuses them.
+    wait_for(
+        "every node to see and refuse the intruders",
+        WAIT,
+        || async {
+            for i in 0..3 {
+                let view: Value = http
+                    .get(cluster.url(i, "/api/cluster"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                let members = view["members"].as_array()?;
+                for name in ["evil", "mimic"] {
+                    let m = members.iter().find(|m| m["node_id"] == name)?;
+                    assert_eq!(m["admitted"], false, "{name} admitted on node{}", i + 1);
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    for node in &cluster.nodes {
+        let view = node.node().view();
+        assert_eq!(
+            view.ring.fingerprint(),
+            fingerprint,
+            "the ring did not change"
+        );
+        assert!(!view.ring.contains("evil") && !view.ring.contains("mimic"));
+    }
+    for i in 0..200 {
+        let doc: Value = http
+            .post(cluster.url(i % 3, "/api/sessions"))
+            .json(&json!({"i": i}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(["node1", "node2", "node3"].contains(&doc["owner"].as_str().unwrap()));
+        for r in doc["replicas"].as_array().unwrap() {
+            assert!(
+                ["node1", "node2", "node3"].contains(&r.as_str().unwrap()),
+                "replica {r}"
+            );
+        }
+        let id = doc["id"].as_str().unwrap();
+        for entry in 0..3 {
+            let r = http
+                .get(cluster.url(entry, &format!("/api/sessions/{id}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    }
+    let seen = lines.lock().clone();
+    assert!(!seen.is_empty(), "the trap was challenged");
+    for line in &seen {
+        assert!(
+            line.starts_with("GET /internal/admission?nonce="),
+            "the trap only ever got challenges, got {line:?}"
+        );
+    }
+    for node in &cluster.nodes {
+        assert!(!node.node().view().ring.contains("evil"));
+    }
+    evil.shutdown().await.unwrap();
+    mimic.shutdown().await.unwrap();
+    cluster.shutdown().await;
+}
+
+/// A real sessionmesh node started with another cluster secret gossips with the
+/// cluster (same cluster id) but is never admitted, and admits nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_secret_is_refused_both_ways() {
+    let cluster = Cluster::start(2).await;
+    let fingerprint = cluster.wait_converged(2).await;
+    let other = Secrets::new();
+    let stranger = sessionmesh::start(test_config(
+        "stranger",
+        &other,
+        vec![cluster.nodes[0].addrs().gossip.to_string()],
+    ))
+    .await
+    .unwrap();
+    wait_for("the stranger to be seen and refused", WAIT, || async {
+        let view: Value = cluster
+            .http
+            .get(cluster.url(0, "/api/cluster"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let m = view["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["node_id"] == "stranger")?
+            .clone();
+        (m["live"] == true && m["admitted"] == false).then_some(())
+    })
+    .await;
+    for node in &cluster.nodes {
+        assert_eq!(node.node().view().ring.fingerprint(), fingerprint);
+    }
+    // The stranger hears the gossip but admits nobody: its ring is itself alone.
+    wait_for("the stranger's ring to be itself", WAIT, || async {
+        let view = stranger.node().view();
+        (view.members.len() >= 3
+            && view
+                .ring
+                .nodes()
+                .iter()
+                .map(|n| n.to_string())
+                .eq(["stranger".to_owned()]))
+        .then_some(())
+    })
+    .await;
+    stranger.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// A node of another cluster id is not even a member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_another_cluster_is_ignored() {
+    let cluster = Cluster::start(2).await;
+    let mut config = test_config(
+        "foreign",
+        &cluster.secrets,
+        vec![cluster.nodes[0].addrs().gossip.to_string()],
+    );
+    config.cluster_id = "another".to_owned();
+    let foreign = sessionmesh::start(config).await.unwrap();
+    // Give gossip time to try: wait until the foreign node has given up on
+    // finding peers (it starts as a cluster of one), then check.
+    wait_for("the foreign node to serve alone", WAIT, || async {
+        (foreign.node().view().ring.nodes().len() == 1).then_some(())
+    })
+    .await;
+    for node in &cluster.nodes {
+        let view = node.node().view();
+        assert!(
+            view.member("foreign").is_none(),
+            "another cluster's node is no member"
+        );
+        assert_eq!(view.ring.nodes().len(), 2);
+    }
+    foreign.shutdown().await;
+    cluster.shutdown().await;
+}
