@@ -55,11 +55,14 @@ const KEYS: &[&str] = &[
     "workers",
     "replication_timeout",
     "handoff_rate",
+    "cookie_previous_secrets",
+    "cookie_previous_secrets_file",
 ];
 
 /// Secrets given directly, and the key that gives the same secret through a file.
-const SECRET_KEYS: [(&str, &str); 3] = [
+const SECRET_KEYS: [(&str, &str); 4] = [
     ("cookie_secret", "cookie_secret_file"),
+    ("cookie_previous_secrets", "cookie_previous_secrets_file"),
     ("cluster_secret", "cluster_secret_file"),
     ("api_token", "api_token_file"),
 ];
@@ -158,6 +161,12 @@ pub struct ServeArgs {
     /// File holding the API token
     #[arg(long, value_name = "FILE")]
     pub api_token_file: Option<String>,
+    /// Earlier cookie secrets, comma-separated: cookies they signed stay valid (key rotation)
+    #[arg(long, value_name = "SECRETS")]
+    pub cookie_previous_secrets: Option<String>,
+    /// File holding the earlier cookie secrets, comma-separated
+    #[arg(long, value_name = "FILE")]
+    pub cookie_previous_secrets_file: Option<String>,
     /// Time between gossip rounds, 10ms to 60s [default: 500ms]
     #[arg(long, value_name = "DURATION")]
     pub gossip_interval: Option<String>,
@@ -210,6 +219,14 @@ impl fmt::Debug for ServeArgs {
             .field("cluster_secret_file", &self.cluster_secret_file)
             .field("api_token", &redacted(&self.api_token))
             .field("api_token_file", &self.api_token_file)
+            .field(
+                "cookie_previous_secrets",
+                &redacted(&self.cookie_previous_secrets),
+            )
+            .field(
+                "cookie_previous_secrets_file",
+                &self.cookie_previous_secrets_file,
+            )
             .field("gossip_interval", &self.gossip_interval)
             .field("dead_node_grace", &self.dead_node_grace)
             .field("forward_timeout", &self.forward_timeout)
@@ -258,6 +275,9 @@ pub struct Config {
     pub cluster_secret: Secret,
     /// Bearer token of the id-addressed session API; `None` means no token is needed.
     pub api_token: Option<Secret>,
+    /// Earlier cookie secrets still accepted (newest first); cookies are always
+    /// signed with `cookie_secret`.
+    pub cookie_previous_secrets: Vec<Secret>,
     pub gossip_interval: Duration,
     /// How long a dead member is remembered before removal.
     pub dead_node_grace: Duration,
@@ -482,6 +502,10 @@ impl Config {
         let cookie_secret = raw.secret("cookie_secret", MIN_SECRET_BYTES)?;
         let cluster_secret = raw.secret("cluster_secret", MIN_SECRET_BYTES)?;
         let api_token = raw.secret("api_token", 1)?;
+        let cookie_previous_secrets = match raw.secret("cookie_previous_secrets", 1)? {
+            None => Vec::new(),
+            Some(list) => split_secrets(list.expose())?,
+        };
         let gossip_interval = raw
             .parse("gossip_interval", parse_gossip_interval)?
             .unwrap_or(DEFAULT_GOSSIP_INTERVAL);
@@ -547,6 +571,7 @@ impl Config {
             cookie_secret,
             cluster_secret,
             api_token,
+            cookie_previous_secrets,
             gossip_interval,
             dead_node_grace,
             forward_timeout,
@@ -716,6 +741,8 @@ impl Raw {
             cluster_secret_file,
             api_token,
             api_token_file,
+            cookie_previous_secrets,
+            cookie_previous_secrets_file,
             gossip_interval,
             dead_node_grace,
             forward_timeout,
@@ -745,6 +772,8 @@ impl Raw {
             ("cluster_secret_file", cluster_secret_file),
             ("api_token", api_token),
             ("api_token_file", api_token_file),
+            ("cookie_previous_secrets", cookie_previous_secrets),
+            ("cookie_previous_secrets_file", cookie_previous_secrets_file),
             ("gossip_interval", gossip_interval),
             ("dead_node_grace", dead_node_grace),
             ("forward_timeout", forward_timeout),
@@ -959,6 +988,28 @@ fn parse_workers(text: &str) -> Result<usize, String> {
         .ok()
         .filter(|n| (1..=256).contains(n))
         .ok_or_else(|| "an integer between 1 and 256".to_owned())
+}
+
+/// Splits a comma-separated list of secrets; each must have `MIN_SECRET_BYTES`.
+fn split_secrets(list: &[u8]) -> Result<Vec<Secret>, ConfigError> {
+    list.split(|b| *b == b',')
+        .map(|part| part.trim_ascii())
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            if part.len() < MIN_SECRET_BYTES {
+                Err(ConfigError::Invalid {
+                    key: "cookie_previous_secrets",
+                    origin: Origin::Default,
+                    expected: format!(
+                        "comma-separated secrets of at least {MIN_SECRET_BYTES} bytes each"
+                    ),
+                    got: format!("one of {} bytes", part.len()),
+                })
+            } else {
+                Ok(Secret::new(part.to_vec()))
+            }
+        })
+        .collect()
 }
 
 fn parse_handoff_rate(text: &str) -> Result<u32, String> {

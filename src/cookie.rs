@@ -2,12 +2,17 @@
 //!
 //! A tampered, unknown or malformed cookie decodes to "no session": the visitor is a
 //! Guest, never an error. The tag is truncated to 128 bits (22 base64 characters).
+//!
+//! Key rotation: cookies are signed with `cookie_secret`; cookies signed with any
+//! of `cookie_previous_secrets` are still accepted, so a new secret can be rolled
+//! out without logging anyone out (put the old one in the previous list first).
 
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite as CookieSameSite};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 use crate::config::{Config, SameSite, Secret};
 use crate::session::SessionId;
@@ -21,6 +26,7 @@ pub struct CookieCodec {
     secure: bool,
     same_site: CookieSameSite,
     secret: Secret,
+    previous: Vec<Secret>,
 }
 
 impl CookieCodec {
@@ -34,6 +40,7 @@ impl CookieCodec {
                 SameSite::None => CookieSameSite::None,
             },
             secret: config.cookie_secret.clone(),
+            previous: config.cookie_previous_secrets.clone(),
         }
     }
 
@@ -42,7 +49,11 @@ impl CookieCodec {
     }
 
     fn tag(&self, id: &SessionId) -> [u8; TAG_BYTES] {
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.expose())
+        Self::tag_with(&self.secret, id)
+    }
+
+    fn tag_with(secret: &Secret, id: &SessionId) -> [u8; TAG_BYTES] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose())
             .expect("HMAC accepts keys of any length");
         mac.update(id.as_bytes());
         let full = mac.finalize().into_bytes();
@@ -64,12 +75,11 @@ impl CookieCodec {
         if URL_SAFE_NO_PAD.decode_slice(tag, &mut given).ok()? != TAG_BYTES {
             return None;
         }
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.expose())
-            .expect("HMAC accepts keys of any length");
-        mac.update(id.as_bytes());
-        // Constant-time comparison of the truncated tag.
-        mac.verify_truncated_left(&given).ok()?;
-        Some(id)
+        // Constant-time comparison of the truncated tag, newest key first.
+        let valid = std::iter::once(&self.secret)
+            .chain(&self.previous)
+            .any(|secret| bool::from(Self::tag_with(secret, &id).ct_eq(&given)));
+        valid.then_some(id)
     }
 
     /// The session id named by a request's cookie, if any and valid.
@@ -138,6 +148,35 @@ mod tests {
         for garbage in ["", ".", "abc", "x.y.z", &id.to_string()] {
             assert_eq!(c.decode(garbage), None, "{garbage:?}");
         }
+    }
+
+    #[test]
+    fn rotated_keys_keep_old_cookies_valid() {
+        let old = codec("the-old-secret-the-old-secret-xx");
+        let id = SessionId::random();
+        let cookie = old.encode(&id);
+        let rotated = CookieCodec::new(&Config {
+            cookie_secret: Secret::new(b"the-new-secret-the-new-secret-xx".to_vec()),
+            cookie_previous_secrets: vec![Secret::new(
+                b"the-old-secret-the-old-secret-xx".to_vec(),
+            )],
+            ..Config::default()
+        });
+        assert_eq!(
+            rotated.decode(&cookie),
+            Some(id),
+            "signed with the previous key"
+        );
+        let fresh = rotated.encode(&id);
+        assert_ne!(fresh, cookie, "new cookies use the new key");
+        assert_eq!(rotated.decode(&fresh), Some(id));
+        assert_eq!(old.decode(&fresh), None);
+        let dropped = codec("the-new-secret-the-new-secret-xx");
+        assert_eq!(
+            dropped.decode(&cookie),
+            None,
+            "once dropped from the list, the old key is refused"
+        );
     }
 
     #[test]
