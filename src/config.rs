@@ -57,6 +57,11 @@ const KEYS: &[&str] = &[
     "handoff_rate",
     "cookie_previous_secrets",
     "cookie_previous_secrets_file",
+    "max_sessions",
+    "max_header_bytes",
+    "max_connections",
+    "max_forwards",
+    "request_timeout",
 ];
 
 /// Secrets given directly, and the key that gives the same secret through a file.
@@ -167,6 +172,21 @@ pub struct ServeArgs {
     /// File holding the earlier cookie secrets, comma-separated
     #[arg(long, value_name = "FILE")]
     pub cookie_previous_secrets_file: Option<String>,
+    /// Most sessions (and tombstones) one node holds; creations past it get 503 [default: 2000000]
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<String>,
+    /// Most bytes of request headers; more gets 431 [default: 16KiB]
+    #[arg(long, value_name = "SIZE")]
+    pub max_header_bytes: Option<String>,
+    /// Most open connections per worker and listener [default: 25000]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<String>,
+    /// Most forwards in flight per worker; more gets 503 at once [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub max_forwards: Option<String>,
+    /// Bound on receiving a request's head and body [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub request_timeout: Option<String>,
     /// Time between gossip rounds, 10ms to 60s [default: 500ms]
     #[arg(long, value_name = "DURATION")]
     pub gossip_interval: Option<String>,
@@ -227,6 +247,11 @@ impl fmt::Debug for ServeArgs {
                 "cookie_previous_secrets_file",
                 &self.cookie_previous_secrets_file,
             )
+            .field("max_sessions", &self.max_sessions)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("max_connections", &self.max_connections)
+            .field("max_forwards", &self.max_forwards)
+            .field("request_timeout", &self.request_timeout)
             .field("gossip_interval", &self.gossip_interval)
             .field("dead_node_grace", &self.dead_node_grace)
             .field("forward_timeout", &self.forward_timeout)
@@ -275,6 +300,16 @@ pub struct Config {
     pub cluster_secret: Secret,
     /// Bearer token of the id-addressed session API; `None` means no token is needed.
     pub api_token: Option<Secret>,
+    /// Most sessions (and tombstones) held by one node; creations past it get 503.
+    pub max_sessions: usize,
+    /// Most bytes of request headers on the public listener; more gets 431.
+    pub max_header_bytes: usize,
+    /// Most open connections per worker and listener.
+    pub max_connections: usize,
+    /// Most forwards in flight per worker; more gets 503 at once.
+    pub max_forwards: usize,
+    /// Bound on receiving a request's head and body.
+    pub request_timeout: Duration,
     /// Earlier cookie secrets still accepted (newest first); cookies are always
     /// signed with `cookie_secret`.
     pub cookie_previous_secrets: Vec<Secret>,
@@ -533,6 +568,15 @@ impl Config {
         let handoff_rate = raw
             .parse("handoff_rate", parse_handoff_rate)?
             .unwrap_or(20_000);
+        let max_sessions = raw.parse("max_sessions", parse_count)?.unwrap_or(2_000_000);
+        let max_header_bytes = raw
+            .parse("max_header_bytes", parse_size)?
+            .unwrap_or(16 * 1024);
+        let max_connections = raw.parse("max_connections", parse_count)?.unwrap_or(25_000);
+        let max_forwards = raw.parse("max_forwards", parse_count)?.unwrap_or(1024);
+        let request_timeout = raw
+            .parse("request_timeout", duration_from(Duration::from_millis(100)))?
+            .unwrap_or(Duration::from_secs(10));
         debug_assert!(raw.values.is_empty(), "unparsed keys: {:?}", raw.values);
 
         if cookie_same_site == SameSite::None && !cookie_secure {
@@ -572,6 +616,11 @@ impl Config {
             cluster_secret,
             api_token,
             cookie_previous_secrets,
+            max_sessions,
+            max_header_bytes,
+            max_connections,
+            max_forwards,
+            request_timeout,
             gossip_interval,
             dead_node_grace,
             forward_timeout,
@@ -743,6 +792,11 @@ impl Raw {
             api_token_file,
             cookie_previous_secrets,
             cookie_previous_secrets_file,
+            max_sessions,
+            max_header_bytes,
+            max_connections,
+            max_forwards,
+            request_timeout,
             gossip_interval,
             dead_node_grace,
             forward_timeout,
@@ -774,6 +828,11 @@ impl Raw {
             ("api_token_file", api_token_file),
             ("cookie_previous_secrets", cookie_previous_secrets),
             ("cookie_previous_secrets_file", cookie_previous_secrets_file),
+            ("max_sessions", max_sessions),
+            ("max_header_bytes", max_header_bytes),
+            ("max_connections", max_connections),
+            ("max_forwards", max_forwards),
+            ("request_timeout", request_timeout),
             ("gossip_interval", gossip_interval),
             ("dead_node_grace", dead_node_grace),
             ("forward_timeout", forward_timeout),
@@ -1010,6 +1069,13 @@ fn split_secrets(list: &[u8]) -> Result<Vec<Secret>, ConfigError> {
             }
         })
         .collect()
+}
+
+fn parse_count(text: &str) -> Result<usize, String> {
+    text.parse::<usize>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| "a whole number, at least 1".to_owned())
 }
 
 fn parse_handoff_rate(text: &str) -> Result<u32, String> {

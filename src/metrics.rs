@@ -102,6 +102,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RoleLabels {
     /// `owned`, `replica` or `other`.
     role: &'static str,
@@ -178,6 +183,7 @@ pub struct Metrics {
     http_requests: Family<RequestLabels, Counter>,
     http_duration: Family<RouteLabels, Histogram>,
     forwards: Family<OutcomeLabels, Counter>,
+    limit_hits: Family<LimitLabels, Counter>,
     forward_duration: Histogram,
     sessions: Family<RoleLabels, Gauge>,
     members: Family<StatusLabels, Gauge>,
@@ -236,6 +242,12 @@ impl Metrics {
             "forwards",
             "Requests forwarded to the session's owner, by outcome (ok, unavailable, failed)",
             forwards.clone(),
+        );
+        let limit_hits = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "limit_hits",
+            "Requests refused by a limit, by limit (payload_too_large, header_too_large, request_timeout, node_full, overloaded)",
+            limit_hits.clone(),
         );
         let forward_duration = latency_histogram();
         registry.register(
@@ -318,6 +330,7 @@ impl Metrics {
 
         Metrics {
             registry,
+            limit_hits,
             totals: Totals::default(),
             http_requests,
             http_duration,
@@ -385,6 +398,11 @@ impl Metrics {
             .forward_micros
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
         self.forward_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a request refused by `limit`.
+    pub fn limit_hit(&self, limit: &'static str) {
+        self.limit_hits.get_or_create(&LimitLabels { limit }).inc();
     }
 
     /// Sets the gauges that are computed at scrape time from the node's state.

@@ -304,6 +304,7 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
             replication_factor: config.replication_factor.get(),
             timeout: config.replication_timeout,
             handoff_rate: config.handoff_rate,
+            max_sessions: config.max_sessions,
         },
         store.clone(),
         membership.view_cell().clone(),
@@ -326,12 +327,20 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
     let workers = node.config.workers;
     let grace = node.config.shutdown_grace.as_secs().max(1);
     let forward_timeout = node.config.forward_timeout;
+    let max_forwards = node.config.max_forwards;
+    let max_connections = node.config.max_connections;
+    let request_timeout = node.config.request_timeout;
 
     let peer_client = {
         let node = node.clone();
         move || -> web::Data<PeerClient> {
-            let client = PeerClient::new(node.id.clone(), node.signer.clone(), forward_timeout)
-                .expect("an HTTP client without TLS always builds");
+            let client = PeerClient::new(
+                node.id.clone(),
+                node.signer.clone(),
+                forward_timeout,
+                max_forwards,
+            )
+            .expect("an HTTP client without TLS always builds");
             web::Data::new(client)
         }
     };
@@ -345,6 +354,10 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
             // Longer than common client pools keep idle connections (browsers,
             // load balancers), so that the server rarely closes one under a request.
             .keep_alive(Duration::from_secs(30))
+            // A client must send its request head within this, and idle or
+            // half-open connections are bounded in number.
+            .client_request_timeout(request_timeout)
+            .max_connections(max_connections)
             .listen(public_listener)?
             .run()
     };
@@ -357,6 +370,8 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
             // Longer than the peers' pool idle timeout, so that a pooled
             // connection is never closed under a request.
             .keep_alive(Duration::from_secs(75))
+            .client_request_timeout(request_timeout)
+            .max_connections(max_connections)
             .listen(internal_listener)?
             .run()
     };

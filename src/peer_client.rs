@@ -45,10 +45,17 @@ pub struct PeerClient {
     http: reqwest::Client,
     signer: Signer,
     self_id: NodeId,
+    /// Bounds the forwards in flight from this worker; past it, fail fast.
+    inflight: tokio::sync::Semaphore,
 }
 
 impl PeerClient {
-    pub fn new(self_id: NodeId, signer: Signer, timeout: Duration) -> anyhow::Result<PeerClient> {
+    pub fn new(
+        self_id: NodeId,
+        signer: Signer,
+        timeout: Duration,
+        max_inflight: usize,
+    ) -> anyhow::Result<PeerClient> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .http1_only()
@@ -63,6 +70,7 @@ impl PeerClient {
             http,
             signer,
             self_id,
+            inflight: tokio::sync::Semaphore::new(max_inflight),
         })
     }
 
@@ -75,6 +83,15 @@ impl PeerClient {
         req: &HttpRequest,
         body: Bytes,
     ) -> Result<HttpResponse, ApiError> {
+        // Held until the owner's answer starts; then the body streams back.
+        let _permit = self.inflight.try_acquire().map_err(|_| {
+            ApiError::limit(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many requests in flight to other nodes (max_forwards); retry shortly",
+                Some(1),
+            )
+        })?;
         let path_and_query = req
             .uri()
             .path_and_query()

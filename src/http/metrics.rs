@@ -59,6 +59,11 @@ pub(super) async fn count(
         ),
         Err(error) => (None, error.as_response_error().status_code().as_u16()),
     };
+    if let Ok(response) = &result {
+        if let Some(hit) = response.response().extensions().get::<super::LimitHit>() {
+            node.metrics().limit_hit(hit.0);
+        }
+    }
     node.metrics()
         .observe_request(listener, method.as_str(), route, status, started.elapsed());
     result

@@ -43,7 +43,13 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     retry_after: Option<u32>,
+    /// Set when a limit refused the request; counted by the metrics.
+    limit: bool,
 }
+
+/// Marks a response refused by a limit (its error code names the limit).
+#[derive(Clone, Copy, Debug)]
+pub struct LimitHit(pub &'static str);
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
@@ -52,6 +58,21 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            limit: false,
+        }
+    }
+
+    /// A refusal by a limit: counted in `sessionmesh_limit_hits_total{limit=code}`.
+    pub fn limit(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+        retry_after: Option<u32>,
+    ) -> ApiError {
+        ApiError {
+            retry_after,
+            limit: true,
+            ..ApiError::new(status, code, message)
         }
     }
 
@@ -103,7 +124,11 @@ impl ResponseError for ApiError {
         if let Some(seconds) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
-        response.json(json!({"error": self.code, "message": self.message}))
+        let mut response = response.json(json!({"error": self.code, "message": self.message}));
+        if self.limit {
+            response.extensions_mut().insert(LimitHit(self.code));
+        }
+        response
     }
 }
 
@@ -222,6 +247,12 @@ impl From<OwnerError> for ApiError {
                     "If-Match names version {expected} but the session is at version {current}"
                 ),
             ),
+            OwnerError::Full { max } => ApiError::limit(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "node_full",
+                format!("this node holds max_sessions ({max}) sessions; retry later or add nodes"),
+                Some(5),
+            ),
             OwnerError::Write(WriteError::IdTaken) => ApiError::new(
                 StatusCode::CONFLICT,
                 "id_collision",
@@ -239,17 +270,19 @@ impl From<OwnerError> for ApiError {
     }
 }
 
-/// Reads a request body of at most `limit` bytes; 413 past that.
+/// Reads a request body of at most `limit` bytes (413 past that) within the
+/// node's `request_timeout` (408 past that).
 pub(crate) async fn read_body(
     req: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
     let too_large = || {
-        ApiError::new(
+        ApiError::limit(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             format!("the request body exceeds max_session_bytes ({limit} bytes)"),
+            None,
         )
     };
     if let Some(len) = req
@@ -262,17 +295,62 @@ pub(crate) async fn read_body(
             return Err(too_large());
         }
     }
-    let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::bad_request("bad_body", format!("could not read the request body: {e}"))
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
+    let timeout = req
+        .app_data::<web::Data<Node>>()
+        .map_or(std::time::Duration::from_secs(10), |n| {
+            n.config().request_timeout
+        });
+    let read = async {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::bad_request("bad_body", format!("could not read the request body: {e}"))
+            })?;
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
+        Ok(body.freeze())
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::limit(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("the request body did not arrive within request_timeout ({timeout:?})"),
+                None,
+            ))
+        })
+}
+
+/// Refuses requests whose headers exceed `max_header_bytes` with 431.
+async fn limit_headers(
+    max: usize,
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<
+    actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>,
+    actix_web::Error,
+> {
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if size > max {
+        let refusal = ApiError::limit(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "header_too_large",
+            format!("request headers of {size} bytes exceed max_header_bytes ({max})"),
+            None,
+        );
+        return Ok(req
+            .into_response(refusal.error_response())
+            .map_into_right_body());
     }
-    Ok(body.freeze())
+    Ok(next.call(req).await?.map_into_left_body())
 }
 
 /// JSON 404 for any unknown route.
@@ -316,9 +394,13 @@ pub fn public_app(
 > {
     let served_by = DefaultHeaders::new().add((SERVED_BY, node.id().to_owned()));
     let counted = node.clone();
+    let max_header_bytes = node.config().max_header_bytes;
     actix_web::App::new()
         .app_data(node)
         .app_data(peers)
+        .wrap(actix_web::middleware::from_fn(move |req, next| {
+            limit_headers(max_header_bytes, req, next)
+        }))
         .wrap(served_by)
         .wrap(actix_web::middleware::from_fn(move |req, next| {
             metrics::count(counted.clone(), crate::metrics::Listener::Public, req, next)

@@ -65,6 +65,8 @@ pub enum OwnerError {
         "the write was applied here but only {acked} of {required} other copies were confirmed"
     )]
     Replication { acked: usize, required: usize },
+    #[error("this node holds its maximum of {max} sessions")]
+    Full { max: usize },
 }
 
 /// Counters shown in `/api/cluster` (and exported as metrics).
@@ -97,6 +99,9 @@ pub struct ReplicationConfig {
     pub timeout: Duration,
     /// Handoff throttle, in copies sent per second.
     pub handoff_rate: u32,
+    /// Most entries this node holds before it refuses to create sessions
+    /// (copies from peers are always taken: no acknowledged write is lost).
+    pub max_sessions: usize,
 }
 
 struct Job {
@@ -230,6 +235,10 @@ impl Replication {
 
     /// Creates a session under a fresh id and replicates it.
     pub async fn create(&self, id: SessionId, session: Session) -> Result<(), OwnerError> {
+        let max = self.inner.config.max_sessions;
+        if self.inner.store.len() >= max {
+            return Err(OwnerError::Full { max });
+        }
         let entry = Entry::Live(session.clone());
         if !self.inner.store.insert_new(id, session, now_millis()) {
             // 128 random bits never collide in practice.
