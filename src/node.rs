@@ -358,6 +358,9 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
             // half-open connections are bounded in number.
             .client_request_timeout(request_timeout)
             .max_connections(max_connections)
+            // Answers leave in one segment or more without waiting on Nagle
+            // (a streamed answer is written in several pieces).
+            .tcp_nodelay(true)
             .listen(public_listener)?
             .run()
     };
@@ -372,6 +375,7 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
             .keep_alive(Duration::from_secs(75))
             .client_request_timeout(request_timeout)
             .max_connections(max_connections)
+            .tcp_nodelay(true)
             .listen(internal_listener)?
             .run()
     };
