@@ -147,8 +147,14 @@ DOCKER_BUILDKIT=0 docker build \
     --label org.opencontainers.image.revision="$revision" \
     -t "$tag" . >"$work/docker-build.log" 2>&1 \
     || { tail -n 40 "$work/docker-build.log" >&2; echo "build-image.sh: docker build failed (log: $work/docker-build.log)" >&2; exit 1; }
-# Earlier builds of the tag, now untagged.
+# Earlier builds of the tag, now untagged, and the build stages of earlier builds
+# (the newest one stays: it is the layer cache of the next build).
 docker image prune -f --filter label=io.sessionmesh.built-by=build-image.sh >/dev/null
+stale=$(docker images -q --filter dangling=true --filter label=io.sessionmesh.cargo-lock | tail -n +2)
+if [ -n "$stale" ]; then
+    # shellcheck disable=SC2086 # a list of image ids
+    docker rmi $stale >/dev/null 2>&1 || true
+fi
 
 size=$(docker image inspect -f '{{ .Size }}' "$tag")
 say "built $tag: $((size / 1000 / 1000)) MB, in $(($(date +%s) - started)) s"
