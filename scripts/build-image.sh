@@ -133,7 +133,8 @@ COPY vendor /usr/local/cargo/vendor
 COPY config.toml /usr/local/cargo/config.toml
 LABEL io.sessionmesh.cargo-lock=$lock_hash
 DOCKERFILE
-    DOCKER_BUILDKIT=0 docker build -q -t "$rust_image" "$ctx" >/dev/null
+    DOCKER_BUILDKIT=0 docker build -q -t "$rust_image" "$ctx" >"$work/vendor-build.log" 2>&1 \
+        || { cat "$work/vendor-build.log" >&2; echo "build-image.sh: building $rust_image failed" >&2; exit 1; }
     rm -rf "$ctx"
 fi
 
