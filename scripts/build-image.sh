@@ -37,8 +37,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-say() { printf '== %s\n' "$*" >&2; }
 started=$(date +%s)
+say() { printf '== [%4ss] %s\n' "$(($(date +%s) - started))" "$*" >&2; }
 work=${SESSIONMESH_BUILD_DIR:-/var/tmp/sessionmesh-image-build}
 suite=bookworm
 mirror=${DEBIAN_MIRROR:-}
