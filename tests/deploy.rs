@@ -130,17 +130,19 @@ fn config_keys() -> Vec<String> {
         .collect()
 }
 
-/// `SESSIONMESH_*` names in a file.
+/// `SESSIONMESH_*` names in a file, outside `#` comment lines.
 fn env_names(text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("SESSIONMESH_") {
-        let tail = &rest[at..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
-            .unwrap_or(tail.len());
-        out.push(tail[..end].to_owned());
-        rest = &tail[end..];
+    for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        let mut rest = line;
+        while let Some(at) = rest.find("SESSIONMESH_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(tail.len());
+            out.push(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
     }
     out
 }
@@ -155,7 +157,7 @@ fn deployment_files_set_only_known_variables() {
         "parsed keys: {keys:?}"
     );
     // Variables the files use for themselves rather than pass to a node.
-    let not_for_nodes = ["SESSIONMESH_IMAGE", "SESSIONMESH_"];
+    let not_for_nodes = ["SESSIONMESH_IMAGE"];
     for file in [
         "Dockerfile",
         "compose.yaml",
