@@ -11,7 +11,7 @@
 //! Every run names its containers and networks `smt-<run id>-...` and labels them, so
 //! concurrent runs never collide; a drop guard removes them, also when a test fails.
 //! Every wait is "until a condition holds, or fail after a timeout". The measured
-//! times are printed as `figure:` lines (`cargo test --test containers -- --nocapture`).
+//! times are printed as `figure:` lines, past the output capture.
 
 mod common;
 
@@ -32,6 +32,15 @@ const STOP_GRACE_SECS: u64 = 30;
 const READ_WINDOW: Duration = Duration::from_secs(15);
 /// Marks a request sent to no node: no node is restarting.
 const NONE: usize = usize::MAX;
+
+/// Prints a line past the test harness's output capture, so that skips and
+/// measured figures show in a plain `cargo test` run (and in CI's log).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 // ---------------------------------------------------------------------------
 // The docker CLI
@@ -93,7 +102,7 @@ fn image() -> Option<String> {
             .status()
             .expect("bash runs scripts/build-image.sh");
         assert!(status.success(), "scripts/build-image.sh failed: {status}");
-        eprintln!(
+        say!(
             "figure: scripts/build-image.sh took {:?} in this test run",
             started.elapsed()
         );
@@ -107,7 +116,7 @@ fn image() -> Option<String> {
                 !required,
                 "CONTAINER_TESTS_REQUIRED=1 but the container tests cannot run: {reason}"
             );
-            eprintln!(
+            say!(
                 "SKIPPED container test: {reason} (set CONTAINER_TESTS_REQUIRED=1 to fail instead)"
             );
             None
@@ -206,7 +215,7 @@ impl DockerCluster {
         let all = cluster.names();
         let everyone: Vec<usize> = (0..n).collect();
         cluster.wait_ring(&everyone, &all, SLOW).await;
-        eprintln!(
+        say!(
             "figure: {n} containers from the first `docker run` to every node ready with a ring of {n}: {:?}",
             started.elapsed()
         );
@@ -511,7 +520,7 @@ async fn login_through_one_container_is_greeted_on_the_others() {
         (status == "healthy").then_some(())
     })
     .await;
-    eprintln!(
+    say!(
         "figure: HEALTHCHECK healthy {:?} after the ring formed",
         started.elapsed()
     );
@@ -560,12 +569,12 @@ async fn partitioned_container_drops_out_and_rejoins() {
     docker_ok(&["network", "disconnect", &network, &node3]).await;
     cluster.wait_ring(&[0, 1], &["node1", "node2"], SLOW).await;
     let detected = cut.elapsed();
-    eprintln!("figure: partition: node1 and node2 dropped node3 from their rings {detected:?} after the disconnect");
+    say!("figure: partition: node1 and node2 dropped node3 from their rings {detected:?} after the disconnect");
 
     let (took, missing) = cluster
         .readable_within(&[0, 1], &sessions, READ_WINDOW)
         .await;
-    eprintln!(
+    say!(
         "figure: partition: {} sessions through node1 and node2: {} reads still failing after {took:?}",
         sessions.len(),
         missing.len()
@@ -578,7 +587,7 @@ async fn partitioned_container_drops_out_and_rejoins() {
     cluster
         .wait_ring(&[0, 1, 2], &["node1", "node2", "node3"], SLOW)
         .await;
-    eprintln!(
+    say!(
         "figure: partition: node3 back in every ring {:?} after `docker network connect`",
         healed.elapsed()
     );
@@ -610,12 +619,12 @@ async fn killed_container_loses_no_session() {
     let killed = Instant::now();
     docker_ok(&["kill", &cluster.nodes[1].container]).await;
     let detected = cluster.wait_ring(&[0, 2], &["node1", "node3"], SLOW).await;
-    eprintln!("figure: kill: node1 and node3 dropped node2 from their rings {detected:?} after `docker kill`");
+    say!("figure: kill: node1 and node3 dropped node2 from their rings {detected:?} after `docker kill`");
 
     let (took, missing) = cluster
         .readable_within(&[0, 2], &sessions, READ_WINDOW)
         .await;
-    eprintln!(
+    say!(
         "figure: kill: {} sessions through node1 and node3: {} reads still failing {took:?} after the rings changed ({:?} after the kill)",
         sessions.len(),
         missing.len(),
@@ -649,7 +658,7 @@ async fn stopped_container_hands_off_and_exits_cleanly() {
     let stopping = Instant::now();
     docker_ok(&["stop", "-t", &grace, &cluster.nodes[1].container]).await;
     let took = stopping.elapsed();
-    eprintln!(
+    say!(
         "figure: stop: `docker stop` of node2 returned after {took:?} (grace {STOP_GRACE_SECS} s)"
     );
     assert!(
@@ -667,14 +676,14 @@ async fn stopped_container_hands_off_and_exits_cleanly() {
     assert!(logs.contains("left the cluster"), "node2's log:\n{logs}");
 
     let dropped = cluster.wait_ring(&[0, 2], &["node1", "node3"], SLOW).await;
-    eprintln!(
+    say!(
         "figure: stop: node2 gone from the other rings {:?} after `docker stop` returned",
         dropped
     );
     let (took, missing) = cluster
         .readable_within(&[0, 2], &sessions, READ_WINDOW)
         .await;
-    eprintln!(
+    say!(
         "figure: stop: {} sessions through node1 and node3: {} reads still failing {took:?} after the rings changed",
         sessions.len(),
         missing.len()
@@ -710,7 +719,7 @@ async fn seeds_that_resolve_late_are_joined_within_seconds() {
             Duration::from_secs(20),
         )
         .await;
-    eprintln!(
+    say!(
         "figure: seeds: nodes waiting on an unresolvable seed joined it {:?} after it started",
         started.elapsed().max(took)
     );
@@ -860,7 +869,7 @@ async fn rolling_restart_under_traffic_loses_no_session() {
         ports.write().unwrap()[i] = cluster.nodes[i].port;
         cluster.wait_ring(&[0, 1, 2], &everyone, SLOW).await;
         restarting.store(NONE, Ordering::Release);
-        eprintln!(
+        say!(
             "figure: rolling restart: node{} stopped in {stopped:?}, back in every ring {:?} after it was taken out",
             i + 1,
             started.elapsed()
@@ -868,7 +877,7 @@ async fn rolling_restart_under_traffic_loses_no_session() {
     }
     stop.store(true, Ordering::Release);
     let (tally, acked) = traffic.await.unwrap();
-    eprintln!(
+    say!(
         "figure: rolling restart: {} requests, {} failed through nodes that stayed up, {} failed through the restarting node",
         tally.sent,
         tally.failed.len(),
@@ -889,8 +898,8 @@ async fn rolling_restart_under_traffic_loses_no_session() {
     let (took, lost) = cluster
         .readable_within(&[0, 1, 2], &expected, READ_WINDOW)
         .await;
-    eprintln!("figure: rolling restart: checked every session through every node in {took:?}");
-    eprintln!(
+    say!("figure: rolling restart: checked every session through every node in {took:?}");
+    say!(
         "figure: rolling restart: {} of {} session reads wrong afterwards",
         lost.len(),
         3 * expected.len()
@@ -932,9 +941,7 @@ async fn compose_file_brings_up_a_working_cluster() {
             !required,
             "neither `docker compose` nor `docker-compose` is installed"
         );
-        eprintln!(
-            "SKIPPED compose test: neither `docker compose` nor `docker-compose` is installed"
-        );
+        say!("SKIPPED compose test: neither `docker compose` nor `docker-compose` is installed");
         return;
     };
     let project = run_id("compose");
@@ -1001,7 +1008,7 @@ async fn compose_file_brings_up_a_working_cluster() {
         },
     )
     .await;
-    eprintln!(
+    say!(
         "figure: compose: `up -d` to a ready ring of 3 in {:?}",
         started.elapsed()
     );
