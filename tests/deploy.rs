@@ -1,7 +1,8 @@
 //! The deployment files, checked without running them: the Kubernetes manifests
-//! against the Kubernetes API schemas (`kubernetes-validate`, from PyPI, offline), and
-//! every `SESSIONMESH_*` variable that the deployment files set against the keys the
-//! binary knows (an unknown one stops a node at start-up).
+//! against the Kubernetes API schemas (`kubernetes-validate`, from PyPI, offline) and
+//! against each other (names, ports, probes, grace periods), and every
+//! `SESSIONMESH_*` variable that the deployment files set against the keys the binary
+//! knows (an unknown one stops a node at start-up).
 //!
 //! `kubernetes-validate` is installed by `.ci/run`; where it is missing the schema
 //! test says so and passes, unless `CONTAINER_TESTS_REQUIRED=1` (CI sets it).
@@ -177,4 +178,101 @@ fn deployment_files_set_only_known_variables() {
             );
         }
     }
+}
+
+/// What the schemas cannot see: the manifests agree with each other and with how
+/// sessionmesh leaves. Checked by a short Python program with PyYAML (a dependency
+/// of kubernetes-validate), skipped like the schema test when it is missing.
+const CROSS_CHECK: &str = r#"
+import sys, yaml
+docs = [d for f in sys.argv[1:] for d in yaml.safe_load_all(open(f)) if d]
+kind = lambda k: [d for d in docs if d["kind"] == k]
+sts, = kind("StatefulSet")
+services = {s["metadata"]["name"]: s for s in kind("Service")}
+secret, = kind("Secret")
+pod = sts["spec"]["template"]["spec"]
+c, = pod["containers"]
+env = {e["name"]: e.get("value") for e in c["env"]}
+def check(ok, what):
+    if not ok:
+        sys.exit("cross-check failed: " + what)
+headless = services.get(sts["spec"]["serviceName"])
+check(headless is not None, "serviceName names no Service")
+check(headless["spec"].get("clusterIP") == "None", "the StatefulSet's service is not headless")
+check(headless["spec"].get("publishNotReadyAddresses") is True, "the seed service hides pods that are not ready yet")
+check(env["SESSIONMESH_SEEDS"].split(":")[0] == headless["metadata"]["name"], "the seeds are not the headless service")
+check(pod.get("enableServiceLinks") is False, "service links would inject unknown SESSIONMESH_* variables")
+check(c["readinessProbe"]["httpGet"]["path"] == "/readyz", "readiness is not /readyz")
+check(c["livenessProbe"]["httpGet"]["path"] == "/healthz", "liveness is not /healthz")
+ports = {p["name"] for p in c["ports"]}
+for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+    check(c[probe]["httpGet"]["port"] in ports, probe + " names no container port")
+for s in services.values():
+    for p in s["spec"]["ports"]:
+        check(p["targetPort"] in ports, s["metadata"]["name"] + " targets no container port")
+secs = lambda text: int(text.rstrip("s"))
+pre_stop = int(c["lifecycle"]["preStop"]["exec"]["command"][-1])
+leave = secs(env["SESSIONMESH_SHUTDOWN_GRACE"])
+check(pod["terminationGracePeriodSeconds"] > pre_stop + leave, "no room for the preStop and the leave before SIGKILL")
+vol, = [v for v in pod["volumes"] if v["name"] == "secrets"]
+check(vol["secret"]["secretName"] == secret["metadata"]["name"], "the pods mount another secret than the example")
+mount, = [m for m in c["volumeMounts"] if m["name"] == "secrets"]
+for key in ("cookie_secret", "cluster_secret"):
+    check(env["SESSIONMESH_%s_FILE" % key.upper()] == mount["mountPath"] + "/" + key, key + " is not read from the secret")
+    check(key in secret["stringData"], "the example secret has no " + key)
+print("cross-check passed")
+"#;
+
+#[test]
+fn kubernetes_manifests_agree_with_each_other() {
+    let has_yaml = Command::new("python3")
+        .args(["-c", "import yaml"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_yaml {
+        let required = std::env::var("CONTAINER_TESTS_REQUIRED").is_ok_and(|v| v == "1");
+        assert!(!required, "python3 with PyYAML is missing");
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "SKIPPED: python3 with PyYAML is missing");
+        return;
+    }
+    let files = manifests();
+    let out = Command::new("python3")
+        .args(["-c", CROSS_CHECK])
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // And it does catch a mistake: a seed service that hides starting pods.
+    let dir = std::env::temp_dir().join(format!("sessionmesh-cross-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut broken = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let copy = dir.join(file.file_name().unwrap());
+        std::fs::write(
+            &copy,
+            text.replace(
+                "publishNotReadyAddresses: true",
+                "publishNotReadyAddresses: false",
+            ),
+        )
+        .unwrap();
+        broken.push(copy);
+    }
+    let out = Command::new("python3")
+        .args(["-c", CROSS_CHECK])
+        .args(&broken)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the cross-check missed a hidden seed service"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
