@@ -17,7 +17,7 @@ pub use member::{
     KEY_STATUS,
 };
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,13 +25,21 @@ use std::time::Duration;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use chitchat::transport::UdpTransport;
-use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
+use chitchat::{
+    spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState,
+};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::ring::{NodeId, Ring};
+
+/// How often a node resolves its seeds again and gossips to any address that is no
+/// live member. chitchat itself re-resolves DNS seeds only once a minute.
+const SEED_RETRY: Duration = Duration::from_secs(2);
+/// Bound on one DNS lookup of a seed.
+const SEED_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What membership needs to start.
 #[derive(Clone, Debug)]
@@ -131,11 +139,12 @@ pub struct MemberReport {
 
 /// The running membership service.
 pub struct Membership {
-    chitchat: ChitchatHandle,
+    chitchat: Arc<ChitchatHandle>,
     view: Arc<ArcSwap<ClusterView>>,
     changes: watch::Receiver<Arc<ClusterView>>,
     stop: CancellationToken,
     task: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    seed_task: parking_lot::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Membership {
@@ -187,6 +196,7 @@ impl Membership {
         let chitchat = spawn_chitchat(chitchat_config, initial, &UdpTransport)
             .await
             .with_context(|| format!("starting gossip on {}", config.gossip_listen))?;
+        let chitchat = Arc::new(chitchat);
 
         let copies = config.ring_copies.max(1);
         let mut admission = Admission::new(
@@ -223,6 +233,15 @@ impl Membership {
         let (tx, changes) = watch::channel(first);
         let stop = CancellationToken::new();
         let mut live_rx = chitchat.chitchat().lock().await.live_nodes_watcher();
+        let seed_task = (!config.seeds.is_empty()).then(|| {
+            tokio::spawn(gossip_to_new_seed_addresses(
+                chitchat.clone(),
+                live_rx.clone(),
+                config.seeds.clone(),
+                [config.gossip_listen, config.gossip_advertise],
+                stop.clone(),
+            ))
+        });
         let task = tokio::spawn({
             let view = view.clone();
             let stop = stop.clone();
@@ -268,6 +287,7 @@ impl Membership {
             changes,
             stop,
             task: parking_lot::Mutex::new(Some(task)),
+            seed_task: parking_lot::Mutex::new(seed_task),
         })
     }
 
@@ -326,13 +346,66 @@ impl Membership {
     /// Stops publishing views and shuts gossip down.
     pub async fn shutdown(&self) {
         self.stop.cancel();
-        let task = self.task.lock().take();
-        if let Some(task) = task {
+        let tasks = [self.task.lock().take(), self.seed_task.lock().take()];
+        for task in tasks.into_iter().flatten() {
             let _ = task.await;
         }
         if self.chitchat.initiate_shutdown().is_ok() {
             if let Err(error) = self.chitchat.termination_watcher().await {
                 tracing::warn!(%error, "gossip did not shut down cleanly");
+            }
+        }
+    }
+}
+
+/// Every [`SEED_RETRY`], resolves the seeds and gossips to each address they name
+/// that is not a live member yet.
+///
+/// chitchat resolves DNS seeds when it starts and then only once a minute. Containers
+/// started together (compose, a StatefulSet's pods behind a headless service) often
+/// start before their peers' names resolve, and a seed that starts after the others
+/// may list only itself: without this, such nodes stay apart for up to a minute.
+/// Once every seed address is a live member this costs a DNS lookup per seed a tick.
+async fn gossip_to_new_seed_addresses(
+    chitchat: Arc<ChitchatHandle>,
+    live: watch::Receiver<BTreeMap<ChitchatId, NodeState>>,
+    seeds: Vec<String>,
+    own: [SocketAddr; 2],
+    stop: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(SEED_RETRY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        for seed in &seeds {
+            let lookup = tokio::net::lookup_host(seed.as_str());
+            let addrs = match tokio::time::timeout(SEED_LOOKUP_TIMEOUT, lookup).await {
+                Ok(Ok(addrs)) => addrs,
+                Ok(Err(error)) => {
+                    tracing::debug!(%seed, %error, "seed does not resolve");
+                    continue;
+                }
+                Err(_) => {
+                    tracing::debug!(%seed, "seed lookup timed out");
+                    continue;
+                }
+            };
+            let unknown: Vec<SocketAddr> = {
+                let live = live.borrow();
+                addrs
+                    .filter(|addr| !own.contains(addr))
+                    .filter(|addr| !live.keys().any(|id| id.gossip_advertise_addr == *addr))
+                    .collect()
+            };
+            for addr in unknown {
+                tracing::debug!(%seed, %addr, "gossiping to a seed address that is no live member");
+                if chitchat.gossip(addr).is_err() {
+                    // The gossip server has stopped: shutting down.
+                    return;
+                }
             }
         }
     }
