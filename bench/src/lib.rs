@@ -10,6 +10,7 @@
 //! - [`throughput`]: the contenders and their scenarios, run in interleaved rounds.
 //! - [`memory`]: bytes per session, sessionmesh RSS against Redis `used_memory`.
 //! - [`dynamics`]: join visibility, failure detection and takeover after kill -9.
+//! - [`profile`]: perf profiles of the owner and forwarded read paths.
 //! - [`report`]: the Markdown table and the JSON under `target/bench/`.
 //! - [`page`]: the demo page template shared with the peer.
 
@@ -17,6 +18,7 @@ pub mod dynamics;
 pub mod memory;
 pub mod page;
 pub mod procs;
+pub mod profile;
 pub mod report;
 pub mod stats;
 pub mod throughput;

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use bench::report::{self, Machine, Report};
-use bench::{dynamics, memory, procs, throughput, tools};
+use bench::{dynamics, memory, procs, profile, throughput, tools};
 use clap::{Parser, ValueEnum};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -19,6 +19,8 @@ enum Part {
     Throughput,
     Memory,
     Dynamics,
+    /// perf profiles of the owner and forwarded reads (not part of the default run).
+    Profile,
 }
 
 /// Benchmarks sessionmesh against actix-web + actix-session + Redis (the peer) and
@@ -29,7 +31,8 @@ struct Args {
     /// A quick run with tiny durations and counts (the smoke test's).
     #[arg(long)]
     smoke: bool,
-    /// Which parts to run (comma-separated); all by default.
+    /// Which parts to run (comma-separated); by default throughput, memory and
+    /// dynamics (`profile` runs only when named).
     #[arg(long, value_enum, value_delimiter = ',')]
     parts: Vec<Part>,
     /// Interleaved rounds of every throughput scenario.
@@ -208,6 +211,18 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+
+    if parts.contains(&Part::Profile) {
+        let options = profile::Options {
+            duration: pick(args.duration, 10_000, 2_000),
+            connections: args.connections,
+            sessionmesh_bin: sessionmesh_bin.clone(),
+            out: out.clone(),
+        };
+        for path in profile::run(&options, &http).await? {
+            eprintln!("bench: wrote {}", path.display());
+        }
+    }
 
     machine.loadavg_end = report::loadavg();
     let criterion_dir = args
