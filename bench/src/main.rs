@@ -114,9 +114,30 @@ fn commit() -> String {
     }
 }
 
+/// Resolves on SIGINT or SIGTERM.
+async fn interrupted() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // On a signal the run is dropped, and with it every child process (each is
+    // killed when its handle drops): nothing is left running.
+    tokio::select! {
+        result = run(args) => result,
+        signal = interrupted() => anyhow::bail!("stopped by {signal}"),
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let smoke = args.smoke;
     let parts = if args.parts.is_empty() {
         vec![Part::Throughput, Part::Memory, Part::Dynamics]

@@ -17,6 +17,8 @@ pub struct Machine {
     pub kernel: String,
     pub loadavg_start: String,
     pub loadavg_end: String,
+    /// The harness's nice value (its children inherit it).
+    pub nice: i64,
 }
 
 impl Machine {
@@ -43,8 +45,18 @@ impl Machine {
                 .to_owned(),
             loadavg_start: loadavg(),
             loadavg_end: String::new(),
+            nice: nice(),
         }
     }
+}
+
+/// This process's nice value, from `/proc/self/stat`.
+fn nice() -> i64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3.
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.split_whitespace().nth(16)?.parse().ok())
+        .unwrap_or(0)
 }
 
 pub fn loadavg() -> String {
@@ -235,8 +247,9 @@ impl Report {
         let _ = writeln!(md, "- commit: {}", self.commit);
         let _ = writeln!(
             md,
-            "- machine: {}, {} cores, {:.1} GiB, Linux {}; load average at start {} / end {}",
-            m.cpu, m.cores, m.memory_gib, m.kernel, m.loadavg_start, m.loadavg_end
+            "- machine: {}, {} cores, {:.1} GiB, Linux {}; load average at start {} / end {}; \
+             harness and children at nice {}",
+            m.cpu, m.cores, m.memory_gib, m.kernel, m.loadavg_start, m.loadavg_end, m.nice
         );
         let tools: Vec<String> = self
             .tools
