@@ -268,16 +268,17 @@ impl Report {
                  warm-up, {} interleaved rounds; one actix worker per server process. req/s: \
                  median over rounds (min–max); latency percentiles over every request of every \
                  round; errors: socket errors, timeouts and statuses >= 400; ratio: paired by \
-                 round, median.\n",
+                 round, median; server CPU µs/req: user + system CPU time of the contender's \
+                 server processes (the peer's include redis-server) per request.\n",
                 t.connections, t.connections, t.duration_s, t.warmup_s, t.rounds
             );
             let _ = writeln!(
                 md,
-                "| scenario | req/s | min–max | p50 ms | p99 ms | p99.9 ms | errors | bytes/resp | ratio | vs |"
+                "| scenario | req/s | min–max | p50 ms | p99 ms | p99.9 ms | errors | bytes/resp | server CPU µs/req | ratio | vs |"
             );
             let _ = writeln!(
                 md,
-                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
             );
             for s in &t.scenarios {
                 let (ratio, vs) = match reference(s.key) {
@@ -290,7 +291,7 @@ impl Report {
                 };
                 let _ = writeln!(
                     md,
-                    "| `{}` {} | {:.0} | {:.0}–{:.0} | {} | {} | {} | {} | {:.0} | {} | `{}` |",
+                    "| `{}` {} | {:.0} | {:.0}–{:.0} | {} | {} | {} | {} | {:.0} | {:.1} | {} | `{}` |",
                     s.key,
                     s.label,
                     s.median_rps,
@@ -301,6 +302,7 @@ impl Report {
                     ms(s.latency.p999_us),
                     s.errors.total(),
                     s.bytes_per_response,
+                    s.server_cpu_us_per_request,
                     ratio,
                     vs
                 );

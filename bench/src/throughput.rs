@@ -57,6 +57,9 @@ pub struct Scenario {
     expect: Expect,
     /// (header, value) that the first entry's answer must carry.
     headers: Vec<(&'static str, String)>,
+    /// The server processes of this contender (Redis included for the peer):
+    /// their CPU time per request is reported.
+    pids: Vec<u32>,
 }
 
 /// The contenders, running.
@@ -155,6 +158,13 @@ pub async fn scenarios(
         sm_rr.push(login(http, &sm_base(&c.sm[i % c.sm.len()])).await?);
     }
     let login_path = format!("/login?name={NAME}");
+    let peer_pids: Vec<u32> = c
+        .peers
+        .iter()
+        .map(|p| p.proc.pid())
+        .chain([c.redis.proc.pid()])
+        .collect();
+    let sm_pids: Vec<u32> = c.sm.iter().map(|n| n.proc.pid()).collect();
     let (sm1, sm2) = (&c.sm[0].id, &c.sm[1].id);
     Ok(vec![
         Scenario {
@@ -163,6 +173,7 @@ pub async fn scenarios(
             specs: one(format!("{}/", base(&c.plain)), vec![]),
             expect: Expect::Greets,
             headers: vec![],
+            pids: vec![c.plain.proc.pid()],
         },
         Scenario {
             key: "peer_read",
@@ -170,6 +181,7 @@ pub async fn scenarios(
             specs: one(format!("{}/", base(&c.peers[0])), vec![peer_cookie.clone()]),
             expect: Expect::Greets,
             headers: vec![],
+            pids: vec![c.peers[0].proc.pid(), c.redis.proc.pid()],
         },
         Scenario {
             key: "peer_rr_read",
@@ -177,6 +189,7 @@ pub async fn scenarios(
             specs: spread(c.peers.iter().map(base).collect(), peer_rr),
             expect: Expect::Greets,
             headers: vec![],
+            pids: peer_pids.clone(),
         },
         Scenario {
             key: "peer_login",
@@ -184,6 +197,7 @@ pub async fn scenarios(
             specs: one(format!("{}{login_path}", base(&c.peers[0])), vec![]),
             expect: Expect::LoginCookie,
             headers: vec![],
+            pids: vec![c.peers[0].proc.pid(), c.redis.proc.pid()],
         },
         Scenario {
             key: "sm_owner_read",
@@ -191,6 +205,7 @@ pub async fn scenarios(
             specs: one(format!("{}/", sm_base(&c.sm[0])), vec![sm_cookie.clone()]),
             expect: Expect::Greets,
             headers: vec![("x-served-by", sm1.clone())],
+            pids: sm_pids.clone(),
         },
         Scenario {
             key: "sm_forwarded_read",
@@ -198,6 +213,7 @@ pub async fn scenarios(
             specs: one(format!("{}/", sm_base(&c.sm[1])), vec![sm_cookie]),
             expect: Expect::Greets,
             headers: vec![("x-served-by", sm1.clone()), ("x-entry-node", sm2.clone())],
+            pids: sm_pids.clone(),
         },
         Scenario {
             key: "sm_rr_read",
@@ -205,6 +221,7 @@ pub async fn scenarios(
             specs: spread(c.sm.iter().map(sm_base).collect(), sm_rr),
             expect: Expect::Greets,
             headers: vec![],
+            pids: sm_pids.clone(),
         },
         Scenario {
             key: "sm_login_rf2",
@@ -212,6 +229,7 @@ pub async fn scenarios(
             specs: one(format!("{}{login_path}", sm_base(&c.sm[0])), vec![]),
             expect: Expect::LoginCookie,
             headers: vec![("x-served-by", sm1.clone())],
+            pids: sm_pids.clone(),
         },
     ])
 }
@@ -278,6 +296,9 @@ pub struct ScenarioResult {
     pub errors: Errors,
     /// Response bytes (headers and body) per request, as wrk counted them.
     pub bytes_per_response: f64,
+    /// CPU time (user + system) of the contender's server processes per request,
+    /// in microseconds: what a request costs, whatever else runs on the machine.
+    pub server_cpu_us_per_request: f64,
 }
 
 /// Everything the throughput part measured.
@@ -310,6 +331,30 @@ impl Throughput {
     }
 }
 
+/// User + system CPU time of `pids` so far, in clock ticks (`/proc/<pid>/stat`).
+fn cpu_ticks(pids: &[u32]) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .with_context(|| format!("reading /proc/{pid}/stat"))?;
+        // Fields after the command name: utime and stime are the 12th and 13th.
+        let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| -> u64 { fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0) };
+        total += field(11) + field(12);
+    }
+    Ok(total)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
 fn merge(runs: &[WrkRun]) -> (f64, u64, u64, Errors, Histogram) {
     let mut errors = Errors::default();
     let mut hist = Histogram::default();
@@ -339,6 +384,7 @@ pub async fn run(
         errors: Errors,
         requests: u64,
         bytes: u64,
+        cpu_ticks: u64,
     }
     let mut acc: BTreeMap<&str, Acc> = BTreeMap::new();
     let n = scenarios.len();
@@ -356,7 +402,9 @@ pub async fn run(
                     .collect();
                 wrk::run_all(&warm, &options.script_dir).await?;
             }
+            let cpu_before = cpu_ticks(&s.pids)?;
             let runs = wrk::run_all(&s.specs, &options.script_dir).await?;
+            let cpu = cpu_ticks(&s.pids)?.saturating_sub(cpu_before);
             let (rps, requests, bytes, errors, hist) = merge(&runs);
             let p99 = hist.percentile(99.0).unwrap_or(0);
             eprintln!(
@@ -374,6 +422,7 @@ pub async fn run(
                 errors: Errors::default(),
                 requests: 0,
                 bytes: 0,
+                cpu_ticks: 0,
             });
             entry.rounds.push(RoundResult {
                 round,
@@ -385,6 +434,7 @@ pub async fn run(
             entry.errors.add(&errors);
             entry.requests += requests;
             entry.bytes += bytes;
+            entry.cpu_ticks += cpu;
         }
     }
     // The sessions read must still be there after the load.
@@ -410,6 +460,9 @@ pub async fn run(
                 latency: a.hist.summary(),
                 errors: a.errors,
                 bytes_per_response: a.bytes as f64 / a.requests.max(1) as f64,
+                server_cpu_us_per_request: a.cpu_ticks as f64 * 1e6
+                    / clock_ticks_per_second()
+                    / a.requests.max(1) as f64,
                 rounds: a.rounds,
             })
         })
