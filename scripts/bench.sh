@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmarks of BENCHMARKS.md, from a fresh clone:
-#   scripts/bench.sh                  # full run (about 20 minutes on 2 cores)
+#   scripts/bench.sh                  # full run (about 25 minutes on 2 cores)
 #   scripts/bench.sh --smoke          # a quick run
 #   scripts/bench.sh --parts memory --sessions 100000
 #   scripts/bench.sh --parts profile  # perf profiles of the read paths
