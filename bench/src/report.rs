@@ -1,0 +1,464 @@
+//! The results as JSON and as a Markdown table, under `target/bench/`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::dynamics::Dynamics;
+use crate::memory::Memory;
+use crate::throughput::Throughput;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub kernel: String,
+    pub loadavg_start: String,
+    pub loadavg_end: String,
+    /// The harness's nice value (its children inherit it).
+    pub nice: i64,
+}
+
+impl Machine {
+    pub fn read() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|l| l.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+            .unwrap_or_else(|| "unknown".to_owned());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let kib: f64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0);
+        Machine {
+            cpu,
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            memory_gib: kib / 1024.0 / 1024.0,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            loadavg_start: loadavg(),
+            loadavg_end: String::new(),
+            nice: nice(),
+        }
+    }
+}
+
+/// This process's nice value, from `/proc/self/stat`.
+fn nice() -> i64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3.
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.split_whitespace().nth(16)?.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One micro-benchmark read from criterion's output (`target/criterion`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Micro {
+    pub name: String,
+    pub mean_ns: f64,
+}
+
+/// Every `.../new/estimates.json` under `dir`, named by its path.
+pub fn read_criterion(dir: &Path) -> Vec<Micro> {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<Micro>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n == "new") {
+                    let estimates = path.join("estimates.json");
+                    let value: Option<serde_json::Value> = std::fs::read_to_string(&estimates)
+                        .ok()
+                        .and_then(|t| serde_json::from_str(&t).ok());
+                    if let Some(mean) = value.and_then(|v| v["mean"]["point_estimate"].as_f64()) {
+                        let name = dir
+                            .strip_prefix(root)
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default();
+                        out.push(Micro {
+                            name,
+                            mean_ns: mean,
+                        });
+                    }
+                } else if path.file_name().is_some_and(|n| n != "report") {
+                    walk(&path, root, out);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    pub what: String,
+    pub measured: Option<f64>,
+    pub goal: String,
+    pub holds: Option<bool>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub date: String,
+    pub commit: String,
+    pub command: String,
+    pub machine: Machine,
+    pub tools: Vec<(String, String)>,
+    pub throughput: Option<Throughput>,
+    pub memory: Option<Memory>,
+    pub dynamics: Option<Dynamics>,
+    pub ring_micro: Vec<Micro>,
+    pub targets: Vec<Target>,
+}
+
+/// The reference a scenario's ratio is taken against.
+pub fn reference(key: &str) -> Option<&'static str> {
+    match key {
+        "plain" | "sm_owner_read" | "sm_forwarded_read" | "peer_rr_read" => Some("peer_read"),
+        "sm_rr_read" => Some("peer_rr_read"),
+        "sm_login_rf2" => Some("peer_login"),
+        _ => None,
+    }
+}
+
+fn target(what: &str, measured: Option<f64>, goal: &str, holds: impl Fn(f64) -> bool) -> Target {
+    Target {
+        what: what.to_owned(),
+        measured,
+        goal: goal.to_owned(),
+        holds: measured.map(holds),
+    }
+}
+
+/// The issue's targets, from whatever parts ran.
+pub fn targets(t: Option<&Throughput>, m: Option<&Memory>, d: Option<&Dynamics>) -> Vec<Target> {
+    let mut out = Vec::new();
+    if let Some(t) = t {
+        let p99 = |k: &str| t.get(k).and_then(|s| s.latency.p99_us).map(|v| v as f64);
+        out.push(target(
+            "owner read / peer read (req/s)",
+            t.paired_ratio("sm_owner_read", "peer_read"),
+            ">= 2.5",
+            |v| v >= 2.5,
+        ));
+        out.push(target(
+            "owner read / plain actix-web (req/s)",
+            t.paired_ratio("sm_owner_read", "plain"),
+            ">= 0.8",
+            |v| v >= 0.8,
+        ));
+        out.push(target(
+            "forwarded read / peer read (req/s)",
+            t.paired_ratio("sm_forwarded_read", "peer_read"),
+            ">= 1.0",
+            |v| v >= 1.0,
+        ));
+        out.push(target(
+            "forwarded read p99 / peer read p99",
+            p99("sm_forwarded_read")
+                .zip(p99("peer_read"))
+                .map(|(a, b)| a / b),
+            "<= 1.5",
+            |v| v <= 1.5,
+        ));
+        out.push(target(
+            "login rf=2 / peer login (req/s)",
+            t.paired_ratio("sm_login_rf2", "peer_login"),
+            ">= 1.0",
+            |v| v >= 1.0,
+        ));
+    }
+    if let Some(m) = m {
+        out.push(target(
+            "sessionmesh RSS bytes/session / Redis used_memory bytes/session",
+            Some(m.sessionmesh_rss.bytes_per_session / m.redis_used_memory.bytes_per_session),
+            "<= 1.0",
+            |v| v <= 1.0,
+        ));
+    }
+    if let Some(d) = d {
+        for (n, goal) in [(3, 2000.0), (50, 5000.0)] {
+            if let Some(j) = d.join.iter().find(|j| j.nodes == n) {
+                out.push(target(
+                    &format!("join visible in every ring, {n} nodes, worst trial (ms)"),
+                    Some(j.max_ms),
+                    &format!("<= {goal}"),
+                    move |v| v <= goal,
+                ));
+            }
+        }
+        for k in &d.kill {
+            let worst: Option<f64> = k
+                .trials
+                .iter()
+                .map(|t| t.takeover_ms)
+                .collect::<Option<Vec<f64>>>()
+                .map(|v| v.into_iter().fold(0.0, f64::max));
+            out.push(Target {
+                what: format!(
+                    "takeover after kill -9, {} nodes, worst trial (ms)",
+                    k.nodes
+                ),
+                measured: worst,
+                goal: "<= 3000".to_owned(),
+                holds: Some(worst.is_some_and(|v| v <= 3000.0)),
+            });
+        }
+    }
+    out
+}
+
+fn ms(us: Option<u64>) -> String {
+    us.map_or("-".to_owned(), |v| format!("{:.2}", v as f64 / 1000.0))
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / 1024.0 / 1024.0)
+}
+
+impl Report {
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let m = &self.machine;
+        let _ = writeln!(md, "# sessionmesh benchmark results\n");
+        let _ = writeln!(md, "- date: {}", self.date);
+        let _ = writeln!(md, "- commit: {}", self.commit);
+        let _ = writeln!(
+            md,
+            "- machine: {}, {} cores, {:.1} GiB, Linux {}; load average at start {} / end {}; \
+             harness and children at nice {}",
+            m.cpu, m.cores, m.memory_gib, m.kernel, m.loadavg_start, m.loadavg_end, m.nice
+        );
+        let tools: Vec<String> = self
+            .tools
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        let _ = writeln!(md, "- tools: {}", tools.join("; "));
+        let _ = writeln!(md, "- command: `{}`", self.command);
+
+        if let Some(t) = &self.throughput {
+            let _ = writeln!(md, "\n## Throughput and latency\n");
+            let _ = writeln!(
+                md,
+                "wrk, 1 thread and {} connections per entry point (round robin: one wrk per \
+                 node, the {} connections split between them), {} s measured after {} s of \
+                 warm-up, {} interleaved rounds; one actix worker per server process. req/s: \
+                 median over rounds (min–max); latency percentiles over every request of every \
+                 round; errors: socket errors, timeouts and statuses >= 400; ratio: paired by \
+                 round, median; server CPU µs/req: user + system CPU time of the contender's \
+                 server processes (the peer's include redis-server) per request.\n",
+                t.connections, t.connections, t.duration_s, t.warmup_s, t.rounds
+            );
+            let _ = writeln!(
+                md,
+                "| scenario | req/s | min–max | p50 ms | p99 ms | p99.9 ms | errors | bytes/resp | server CPU µs/req | ratio | vs |"
+            );
+            let _ = writeln!(
+                md,
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+            );
+            for s in &t.scenarios {
+                let (ratio, vs) = match reference(s.key) {
+                    Some(r) => (
+                        t.paired_ratio(s.key, r)
+                            .map_or("-".to_owned(), |v| format!("{v:.2}×")),
+                        r,
+                    ),
+                    None => ("1.00×".to_owned(), s.key),
+                };
+                let _ = writeln!(
+                    md,
+                    "| `{}` {} | {:.0} | {:.0}–{:.0} | {} | {} | {} | {} | {:.0} | {:.1} | {} | `{}` |",
+                    s.key,
+                    s.label,
+                    s.median_rps,
+                    s.min_rps,
+                    s.max_rps,
+                    ms(s.latency.p50_us),
+                    ms(s.latency.p99_us),
+                    ms(s.latency.p999_us),
+                    s.errors.total(),
+                    s.bytes_per_response,
+                    s.server_cpu_us_per_request,
+                    ratio,
+                    vs
+                );
+            }
+        }
+
+        if let Some(mem) = &self.memory {
+            let _ = writeln!(md, "\n## Memory per session\n");
+            let _ = writeln!(
+                md,
+                "{} sessions of {:.0} bytes of JSON each (after {} warm-up sessions on each \
+                 side). sessionmesh: one node, replication factor 1 (one copy), growth of the \
+                 process's VmRSS. Redis: the same data through actix-session (key {} bytes, \
+                 stored value {} bytes for a sample session).\n",
+                mem.sessions,
+                mem.payload_bytes_avg,
+                mem.warmup_sessions,
+                mem.redis_sample_key_bytes,
+                mem.redis_sample_value_bytes
+            );
+            let _ = writeln!(
+                md,
+                "| measure | before | after | bytes/session | load time |"
+            );
+            let _ = writeln!(md, "| --- | ---: | ---: | ---: | ---: |");
+            for (name, s) in [
+                ("sessionmesh node VmRSS", &mem.sessionmesh_rss),
+                ("Redis used_memory", &mem.redis_used_memory),
+                ("Redis used_memory_rss", &mem.redis_rss),
+            ] {
+                let _ = writeln!(
+                    md,
+                    "| {name} | {} | {} | {:.0} | {:.1} s |",
+                    mib(s.before_bytes),
+                    mib(s.after_bytes),
+                    s.bytes_per_session,
+                    s.load_seconds
+                );
+            }
+        }
+
+        if let Some(d) = &self.dynamics {
+            let _ = writeln!(md, "\n## Cluster dynamics\n");
+            let _ = writeln!(md, "Gossip interval {:.0} ms.\n", d.gossip_interval_ms);
+            if !d.join.is_empty() {
+                let _ = writeln!(
+                    md,
+                    "Join: from `sessionmesh::start` of the newcomer until every node's ring \
+                     (the newcomer's too) holds all nodes; in-process nodes.\n"
+                );
+                let _ = writeln!(md, "| nodes | trials (ms) | median ms | worst ms |");
+                let _ = writeln!(md, "| ---: | --- | ---: | ---: |");
+                for j in &d.join {
+                    let trials: Vec<String> =
+                        j.trials_ms.iter().map(|t| format!("{t:.0}")).collect();
+                    let _ = writeln!(
+                        md,
+                        "| {} | {} | {:.0} | {:.0} |",
+                        j.nodes,
+                        trials.join(", "),
+                        j.median_ms,
+                        j.max_ms
+                    );
+                }
+            }
+            if !d.kill.is_empty() {
+                let _ = writeln!(
+                    md,
+                    "\nkill -9 of one `sessionmesh` process (replication factor 2): detection = \
+                     until every survivor's ring dropped it; takeover = until every session it \
+                     owned is readable (200) through the survivors.\n"
+                );
+                let _ = writeln!(
+                    md,
+                    "| nodes | detection per trial (ms) | detection median ms | takeover |"
+                );
+                let _ = writeln!(md, "| ---: | --- | ---: | --- |");
+                for k in &d.kill {
+                    let trials: Vec<String> = k
+                        .trials
+                        .iter()
+                        .map(|t| format!("{:.0}", t.detection_ms))
+                        .collect();
+                    let takeover: Vec<String> = k
+                        .trials
+                        .iter()
+                        .map(|t| match t.takeover_ms {
+                            Some(ms) => format!("{ms:.0} ms"),
+                            None => format!(
+                                "not within {:.0} s ({}/{} readable)",
+                                k.takeover_timeout_s, t.takeover_readable, t.takeover_sessions
+                            ),
+                        })
+                        .collect();
+                    let _ = writeln!(
+                        md,
+                        "| {} | {} | {:.0} | {} |",
+                        k.nodes,
+                        trials.join(", "),
+                        k.detection_median_ms,
+                        takeover.join("; ")
+                    );
+                }
+            }
+        }
+
+        if !self.ring_micro.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n## Ring (criterion, `cargo bench -p bench --bench ring`)\n"
+            );
+            let _ = writeln!(md, "| benchmark | mean |");
+            let _ = writeln!(md, "| --- | ---: |");
+            for micro in &self.ring_micro {
+                let mean = if micro.mean_ns >= 1e6 {
+                    format!("{:.2} ms", micro.mean_ns / 1e6)
+                } else if micro.mean_ns >= 1e3 {
+                    format!("{:.2} µs", micro.mean_ns / 1e3)
+                } else {
+                    format!("{:.1} ns", micro.mean_ns)
+                };
+                let _ = writeln!(md, "| `{}` | {mean} |", micro.name);
+            }
+        }
+
+        if !self.targets.is_empty() {
+            let _ = writeln!(md, "\n## Targets (issue 5)\n");
+            let _ = writeln!(md, "| target | measured | goal | holds |");
+            let _ = writeln!(md, "| --- | ---: | --- | --- |");
+            for t in &self.targets {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} |",
+                    t.what,
+                    t.measured
+                        .map_or("not reached".to_owned(), |v| format!("{v:.2}")),
+                    t.goal,
+                    match t.holds {
+                        Some(true) => "yes",
+                        Some(false) => "**no**",
+                        None => "-",
+                    }
+                );
+            }
+        }
+        md
+    }
+
+    /// Writes `results.json` and `results.md` into `dir`.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(
+            dir.join("results.json"),
+            serde_json::to_string_pretty(self)?,
+        )?;
+        std::fs::write(dir.join("results.md"), self.markdown())?;
+        Ok(())
+    }
+}
