@@ -97,8 +97,14 @@ impl<'a> Document<'a> {
     }
 }
 
-/// RFC 3339 time in UTC with millisecond precision.
+/// The last millisecond RFC 3339 can write (9999-12-31T23:59:59.999Z).
+const RFC3339_MAX: UnixMillis = 253_402_300_799_999;
+
+/// RFC 3339 time in UTC with millisecond precision. Later times (a huge
+/// `session_ttl`, or a peer's copy with any number in it) are written as the
+/// last representable one: humantime refuses them, and `to_string` would panic.
 pub fn rfc3339(t: UnixMillis) -> String {
+    let t = t.min(RFC3339_MAX);
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(t)).to_string()
 }
 
@@ -174,5 +180,7 @@ mod tests {
     #[test]
     fn rfc3339_formats_utc() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(RFC3339_MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59.999Z");
     }
 }

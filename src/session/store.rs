@@ -84,11 +84,13 @@ impl Store {
             return Err(f);
         }
         session.touch(now);
-        let touch = (session.expires_at >= session.synced_expires_at + touch_slack(session.ttl_ms))
-            .then(|| {
-                session.synced_expires_at = session.expires_at;
-                Entry::Live(session.clone())
-            });
+        let due = session
+            .synced_expires_at
+            .saturating_add(touch_slack(session.ttl_ms));
+        let touch = (session.expires_at >= due).then(|| {
+            session.synced_expires_at = session.expires_at;
+            Entry::Live(session.clone())
+        });
         Ok((f(session), touch))
     }
 
@@ -142,7 +144,8 @@ impl Store {
         };
         check(if_match, session.version)?;
         session.data = update(&session.data);
-        session.version += 1;
+        // Saturating: a copy from a peer may carry any number.
+        session.version = session.version.saturating_add(1);
         session.updated_at = now.max(session.updated_at);
         session.touch(now);
         session.synced_expires_at = session.expires_at;
@@ -164,11 +167,14 @@ impl Store {
         };
         check(if_match, session.version)?;
         let tombstone = Entry::Tombstone(Tombstone {
-            version: session.version + 1,
+            version: session.version.saturating_add(1),
             updated_at: now.max(session.updated_at),
             // Stale copies elsewhere expire by `expires_at` plus the replicas'
             // slack; keep the tombstone until then.
-            expires_at: session.expires_at + touch_slack(session.ttl_ms) + session.ttl_ms,
+            expires_at: session
+                .expires_at
+                .saturating_add(touch_slack(session.ttl_ms))
+                .saturating_add(session.ttl_ms),
         });
         shard.insert(*id, tombstone.clone());
         Ok(tombstone)
@@ -274,7 +280,7 @@ pub fn replica_copy(entry: &Entry) -> Entry {
     match entry {
         Entry::Live(s) => {
             let mut s = s.clone();
-            s.expires_at += touch_slack(s.ttl_ms);
+            s.expires_at = s.expires_at.saturating_add(touch_slack(s.ttl_ms));
             Entry::Live(s)
         }
         Entry::Tombstone(t) => Entry::Tombstone(t.clone()),
@@ -436,6 +442,30 @@ mod tests {
         let purged: usize = (0..SHARDS).map(|tick| store.purge_shard(tick, 100)).sum();
         assert_eq!(purged, 250);
         assert_eq!(store.len(), 250);
+    }
+
+    #[test]
+    fn copies_with_absurd_numbers_are_served_edited_and_deleted() {
+        // A peer's copy may carry any u64: nothing may overflow.
+        let store = Store::default();
+        let id = SessionId::random();
+        let absurd = Session {
+            version: u64::MAX,
+            expires_at: u64::MAX,
+            ttl_ms: u64::MAX,
+            synced_expires_at: u64::MAX,
+            ..session(1_000, 0)
+        };
+        assert!(store.merge(id, Entry::Live(absurd), 10));
+        assert!(store.read(&id, 20, |_| ()).is_ok());
+        assert_eq!(
+            replica_copy(&store.entry(&id, 20).unwrap()).expires_at(),
+            u64::MAX
+        );
+        let (version, _) = store.write(&id, 30, None, replace, |s| s.version).unwrap();
+        assert_eq!(version, u64::MAX);
+        let tombstone = store.delete(&id, 40, None).unwrap();
+        assert_eq!(tombstone.expires_at(), u64::MAX);
     }
 
     #[test]
