@@ -953,7 +953,7 @@ async fn hostile_replication_batches() {
     let internal = cluster.nodes[0].addrs().internal;
     let replicate = sessionmesh::replication::client::REPLICATE_PATH;
     let signed = |method: &str, path: &str, body: &[u8]| {
-        let header = signer.sign("node2", method, path);
+        let header = signer.sign("node2", method, path, body);
         request(
             method,
             path.as_bytes(),

@@ -204,28 +204,35 @@ pub fn internal_auth(data: &[u8]) {
     let method = parts.next().unwrap_or("POST");
     let path = parts.next().unwrap_or("/internal/replicate");
     assert!(
-        signer.verify(Some(header), method, path).is_err(),
+        signer.verify(Some(header), method, path, data).is_err(),
         "a header nobody signed was accepted: {header:?}"
     );
     if data.len() < 2 {
         return;
     }
     let node = if header.is_empty() { "node1" } else { header };
-    let good = signer.sign(node, method, path);
-    assert_eq!(signer.verify(Some(&good), method, path), Ok(node));
+    let good = signer.sign(node, method, path, data);
+    assert_eq!(signer.verify(Some(&good), method, path, data), Ok(node));
+    assert!(
+        signer
+            .verify(Some(&good), method, path, b"another body")
+            .is_err()
+            || data == b"another body",
+        "a signature accepted another body"
+    );
     let mut bytes = good.clone().into_bytes();
     let at = usize::from(data[0]) % bytes.len();
     bytes[at] = data[1];
     if let Ok(changed) = std::str::from_utf8(&bytes) {
         if changed != good {
             assert!(
-                signer.verify(Some(changed), method, path).is_err(),
+                signer.verify(Some(changed), method, path, data).is_err(),
                 "one byte changed and still accepted: {changed:?}"
             );
         }
     }
     let other = Signer::new(Secret::new(b"another-cluster-secret-0123456789".to_vec()));
-    assert!(other.verify(Some(&good), method, path).is_err());
+    assert!(other.verify(Some(&good), method, path, data).is_err());
 }
 
 /// JSON merge patch (RFC 7386) on session data: `data` is a document and a patch
