@@ -12,7 +12,8 @@ use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+type Target = (&'static str, fn(&[u8]));
+const TARGETS: &[Target] = &[
     ("cookie_decode", props::cookie_decode),
     ("session_id", props::session_id),
     ("replication_batch", props::replication_batch),
