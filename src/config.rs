@@ -489,9 +489,18 @@ impl Config {
     }
 
     /// The `host:port` that peers should dial for a listener bound to `bind` (pass the
-    /// address actually bound, so that port 0 resolves to the real port).
+    /// address actually bound, so that port 0 resolves to the real port):
+    /// `advertise_host`, else the bind address, else (bound to all interfaces)
+    /// this machine's host name.
     pub fn advertised_addr(&self, bind: SocketAddr) -> String {
         match &self.advertise_host {
+            None if bind.ip().is_unspecified() => {
+                format!(
+                    "{}:{}",
+                    gethostname::gethostname().to_string_lossy(),
+                    bind.port()
+                )
+            }
             None => bind.to_string(),
             Some(host) if host.contains(':') => format!("[{host}]:{}", bind.port()),
             Some(host) => format!("{host}:{}", bind.port()),
@@ -1453,6 +1462,13 @@ mod tests {
         let mut config = Config::default();
         let bind: SocketAddr = "127.0.0.1:7280".parse().unwrap();
         assert_eq!(config.advertised_addr(bind), "127.0.0.1:7280");
+        let any: SocketAddr = "0.0.0.0:7280".parse().unwrap();
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        assert_eq!(
+            config.advertised_addr(any),
+            format!("{host}:7280"),
+            "bound to all interfaces: the host name"
+        );
         config.advertise_host = Some("node1.internal".into());
         assert_eq!(config.advertised_addr(bind), "node1.internal:7280");
     }

@@ -221,26 +221,6 @@ fn gossip_port(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     Ok(socket.local_addr()?)
 }
 
-/// The host peers should dial: `advertise_host`, else the bind address's host,
-/// else (bound to all interfaces) this machine's host name.
-fn advertise_host(config: &Config, bound: SocketAddr) -> String {
-    if let Some(host) = &config.advertise_host {
-        return host.clone();
-    }
-    if bound.ip().is_unspecified() {
-        return gethostname::gethostname().to_string_lossy().into_owned();
-    }
-    bound.ip().to_string()
-}
-
-fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 /// Starts a node. Returns once it serves and has announced itself `ready`.
 pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
     let public_listener = bind_tcp(config.public_addr, "public")?;
@@ -249,11 +229,8 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
     let internal_addr = internal_listener.local_addr()?;
     let generation = unix_nanos();
 
-    let public_advertise = host_port(&advertise_host(&config, public_addr), public_addr.port());
-    let internal_advertise = host_port(
-        &advertise_host(&config, internal_addr),
-        internal_addr.port(),
-    );
+    let public_advertise = config.advertised_addr(public_addr);
+    let internal_advertise = config.advertised_addr(internal_addr);
 
     // Gossip: when the port was chosen for us, a race with another process for it
     // is possible between probing and chitchat's bind; retry with a new port.
@@ -262,12 +239,14 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
         attempt += 1;
         let gossip_listen = gossip_port(config.gossip_addr)?;
         let gossip_advertise = {
-            let host = advertise_host(&config, gossip_listen);
-            let candidates = host_port(&host, gossip_listen.port());
+            let host = config.advertised_addr(gossip_listen);
+            let candidates = host.clone();
             tokio::task::spawn_blocking(move || candidates.to_socket_addrs().map(|mut a| a.next()))
                 .await?
-                .with_context(|| format!("resolving advertise_host {host}"))?
-                .with_context(|| format!("advertise_host {host} resolves to no address"))?
+                .with_context(|| format!("resolving the advertised gossip address {host}"))?
+                .with_context(|| {
+                    format!("the advertised gossip address {host} resolves to no address")
+                })?
         };
         let membership_config = MembershipConfig {
             node_id: config.node_id.clone(),
