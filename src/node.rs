@@ -433,11 +433,13 @@ async fn wait_for_peers(node: &Node) {
     }
 }
 
-/// Removes expired sessions, one store shard per tick.
+/// Removes expired sessions, one store shard per tick; after a sweep over every
+/// shard that removed anything, gives the freed memory back to the system.
 async fn purge_loop(node: web::Data<Node>, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(Store::purge_interval(PURGE_SWEEP));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = 0usize;
+    let mut purged_in_sweep = 0;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -447,7 +449,27 @@ async fn purge_loop(node: web::Data<Node>, stop: CancellationToken) {
         if purged > 0 {
             tracing::debug!(purged, "expired sessions purged");
         }
+        purged_in_sweep += purged;
         tick = tick.wrapping_add(1);
+        if tick % node.store.shard_count() == 0 && purged_in_sweep > 0 {
+            purged_in_sweep = 0;
+            release_free_memory();
+        }
+    }
+}
+
+/// Returns the memory that malloc holds free to the operating system.
+///
+/// glibc's malloc gives back only the free memory at the top of a heap; the rest
+/// stays in its arenas, so after sessions expire a node's RSS stays at its peak.
+/// Measured by `tests/chaos.rs` (debug build): 21 MB at start, 86 to 95 MB once
+/// every session had expired; with this, 27 to 39 MB. Once per purge sweep (10 s)
+/// at most, and only after one that removed something.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointer and only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -12,8 +12,10 @@ use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-type Target = (&'static str, fn(&[u8]));
-const TARGETS: &[Target] = &[
+/// A fuzz target's property: panics when it fails on the input.
+type Property = fn(&[u8]);
+
+const TARGETS: &[(&str, Property)] = &[
     ("cookie_decode", props::cookie_decode),
     ("session_id", props::session_id),
     ("replication_batch", props::replication_batch),
