@@ -74,8 +74,6 @@ pub struct ClusterView {
     pub ring: Arc<Ring>,
     /// The ring before the last change of the ready set (for read-through).
     pub previous_ring: Arc<Ring>,
-    /// Increases with every published view.
-    pub epoch: u64,
 }
 
 impl ClusterView {
@@ -111,7 +109,6 @@ impl ClusterView {
             admitted,
             ring,
             previous_ring,
-            epoch: previous.map_or(0, |p| p.epoch + 1),
         }
     }
 
