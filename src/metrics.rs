@@ -212,6 +212,12 @@ pub struct Metrics {
     pub takeover_sessions: Counter,
     /// Misses looked up on other holders (read-through).
     pub read_through: Counter,
+    /// Stops of the whole process noticed (SIGSTOP, a frozen VM).
+    pub pauses: Counter,
+    /// Copies put in doubt (after a pause, or held again after a ring change).
+    pub doubted_sessions: Counter,
+    /// Writes a replica refused because it held a newer copy than the writer.
+    pub stale_writes: Counter,
 }
 
 impl Default for Metrics {
@@ -321,6 +327,18 @@ impl Metrics {
             "read_through",
             "Misses read through from the previous owner or a replica",
         );
+        let pauses = counter(
+            "pauses",
+            "Stops of the whole process noticed (its copies were then checked with their other holders)",
+        );
+        let doubted_sessions = counter(
+            "doubted_sessions",
+            "Copies checked with their other holders before use (after a pause, or held again after a ring change)",
+        );
+        let stale_writes = counter(
+            "stale_writes",
+            "Writes refused by a replica holding a newer copy than the writer's",
+        );
         let handoff_pending_sessions = Gauge::default();
         registry.register(
             "handoff_pending_sessions",
@@ -351,6 +369,9 @@ impl Metrics {
             repair_sessions,
             takeover_sessions,
             read_through,
+            pauses,
+            doubted_sessions,
+            stale_writes,
         }
     }
 
@@ -471,6 +492,9 @@ impl Metrics {
         set(&self.repair_sessions, load(&stats.hints_delivered));
         set(&self.takeover_sessions, load(&stats.takeovers));
         set(&self.read_through, load(&stats.read_throughs));
+        set(&self.pauses, load(&stats.pauses));
+        set(&self.doubted_sessions, load(&stats.doubted_copies));
+        set(&self.stale_writes, load(&stats.stale_writes));
     }
 
     /// The OpenMetrics text of every family.

@@ -284,12 +284,15 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
             timeout: config.replication_timeout,
             handoff_rate: config.handoff_rate,
             max_sessions: config.max_sessions,
+            // The others need several gossip intervals to declare a node dead.
+            pause_threshold: (config.gossip_interval * 2).max(Duration::from_millis(200)),
         },
         store.clone(),
         membership.view_cell().clone(),
         membership.subscribe(),
         InternalClient::new(id.clone(), signer.clone(), config.forward_timeout)?,
-    );
+    )
+    .context("starting the pause watch thread")?;
     let node = web::Data::new(Node {
         cookies: CookieCodec::new(&config),
         signer,

@@ -805,18 +805,11 @@ async fn chaos_soak() {
     soak(soak_secs(75), &soak_faults(&[Fault::Kill, Fault::Term])).await;
 }
 
-/// The same with frozen nodes too (SIGSTOP for 0.5 to 4 s, then SIGCONT).
-///
-/// Ignored: it loses acknowledged writes (issue 7). A thawed node serves its
-/// pre-freeze copies, and applies writes to them, before the handoff brings it
-/// the newer ones; the replica that holds a newer version still confirms the
-/// copy (a batch ack does not say "superseded"), so the client gets 200; the
-/// merge then keeps one history per session by (version, updated_at) and the
-/// other side's acknowledged writes are gone. A thawed node may also take every
-/// peer for dead for a moment and acknowledge writes with no replica at all
-/// (`required = min(rf - 1, other nodes in its ring)` is 0 when it is alone).
+/// The same with frozen nodes too (SIGSTOP for 0.5 to 4 s, then SIGCONT): a
+/// thawed node must not serve or build on the copies it held before the
+/// freeze while the others moved on (see `replication::pause`), and a replica
+/// holding a newer copy refuses a stale writer's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "loses acknowledged writes after a thaw (issue 7): see the doc comment"]
 async fn chaos_soak_with_freezes() {
     soak(
         soak_secs(75),

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{wait_for, ChildCluster};
+use common::{wait_for, ChildCluster, WAIT};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -443,5 +443,135 @@ async fn a_leave_with_replication_factor_1_loses_nothing() {
     eprintln!(
         "rf=1 leave: exited after {exited:?}, all {} sessions readable",
         expected.len()
+    );
+}
+
+/// `/api/cluster` of the node at `url`.
+async fn view_of(http: &reqwest::Client, url: &str) -> Option<Value> {
+    http.get(format!("{url}/api/cluster"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// A frozen node (SIGSTOP) is dropped from the others' rings and its sessions
+/// are written through them; when it thaws (SIGCONT) it still holds the old
+/// copies and may for a moment still take itself for their owner. It must
+/// neither serve nor build on them: the very first read through it shows the
+/// newer data, a write through it follows it (or is refused, never acknowledged
+/// on top of the old copy), and it reports the pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thawed_node_neither_serves_nor_builds_on_its_old_copies() {
+    let mut cluster = ChildCluster::start(3, &["--replication-factor", "2"]).await;
+    let created = create_sessions_with_owner(&cluster, 240).await;
+    let owned: Vec<String> = created
+        .iter()
+        .filter(|(_, (_, owner))| owner == "node1")
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert!(!owned.is_empty(), "node1 owns some of 240 sessions");
+    let http = cluster.http.clone();
+    let thawed = cluster.node("node1").url("");
+    let others = [cluster.node("node2").url(""), cluster.node("node3").url("")];
+
+    cluster.node("node1").signal("STOP");
+    let frozen_at = Instant::now();
+    wait_for("node1 out of the other rings", WAIT, || async {
+        for url in &others {
+            let view = view_of(&http, url).await?;
+            if view["ring"]["nodes"]
+                .as_array()?
+                .iter()
+                .any(|n| n == "node1")
+            {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    let dropped_after = frozen_at.elapsed();
+    for id in &owned {
+        let r = http
+            .patch(format!("{}/api/sessions/{id}", others[0]))
+            .json(&json!({"counter": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "write {id} while node1 is frozen");
+    }
+
+    cluster.node("node1").signal("CONT");
+    let thawed_at = Instant::now();
+    // At once: every read through the thawed node has the newer data.
+    for id in &owned {
+        let r = http
+            .get(format!("{thawed}/api/sessions/{id}"))
+            .send()
+            .await
+            .unwrap();
+        let by = common::header(&r, "x-served-by");
+        assert_eq!(r.status(), 200, "read {id} through the thawed node");
+        let doc: Value = r.json().await.unwrap();
+        assert_eq!(
+            doc["data"]["counter"], 1,
+            "{id} read through the thawed node (served by {by:?}) lacks the write made while it was frozen"
+        );
+    }
+    let reads_done = thawed_at.elapsed();
+    // Writes through it build on the newer data; a refusal is allowed (the
+    // client retries), an acknowledged write on the old copy is not.
+    let refused = AtomicU64::new(0);
+    for id in &owned {
+        let doc: Value = wait_for(&format!("write {id} through node1"), WAIT, || async {
+            let r = http
+                .patch(format!("{thawed}/api/sessions/{id}"))
+                .json(&json!({"by_thawed": true}))
+                .send()
+                .await
+                .ok()?;
+            if r.status() == 200 {
+                return r.json().await.ok();
+            }
+            assert_eq!(r.status(), 503, "only a retryable refusal is allowed");
+            refused.fetch_add(1, Ordering::Relaxed);
+            None
+        })
+        .await;
+        assert_eq!(doc["data"]["counter"], 1, "{id}: written on the old copy");
+    }
+    for url in others.iter().chain([&thawed]) {
+        for id in &owned {
+            let doc: Value = http
+                .get(format!("{url}/api/sessions/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(
+                doc["data"],
+                json!({"user": created[id].0["user"], "counter": 1, "by_thawed": true}),
+                "{id} via {url}"
+            );
+        }
+    }
+    let view = view_of(&http, &thawed).await.unwrap();
+    assert!(
+        view["replication"]["pauses"].as_u64() >= Some(1),
+        "the thawed node reports its pause: {}",
+        view["replication"]
+    );
+    eprintln!(
+        "{} sessions of node1: dropped from the rings {dropped_after:?} after SIGSTOP; \
+         all read right through it {reads_done:?} after SIGCONT; {refused} writes through it refused; \
+         replication stats of node1: {}",
+        owned.len(),
+        view["replication"],
+        refused = refused.load(Ordering::Relaxed),
     );
 }

@@ -67,8 +67,12 @@ async fn replicate(node: web::Data<Node>, body: web::Bytes) -> Result<HttpRespon
         ApiError::bad_request("bad_batch", format!("malformed replication batch: {e}"))
     })?;
     let received = batch.records.len();
-    let applied = node.replication().apply(batch.records);
-    Ok(HttpResponse::Ok().json(BatchAck { received, applied }))
+    let (applied, superseded) = node.replication().apply(batch.records, batch.writes);
+    Ok(HttpResponse::Ok().json(BatchAck {
+        received,
+        applied,
+        superseded,
+    }))
 }
 
 /// `GET /internal/sessions/{id}`: this node's copy (live or tombstone), for a

@@ -258,6 +258,10 @@ impl From<OwnerError> for ApiError {
                 "id_collision",
                 "session id already in use; retry",
             ),
+            e @ OwnerError::Stale { .. } => ApiError {
+                retry_after: Some(0),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stale_copy", e.to_string())
+            },
             e @ OwnerError::Replication { .. } => ApiError {
                 retry_after: Some(1),
                 ..ApiError::new(

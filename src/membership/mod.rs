@@ -40,6 +40,37 @@ use crate::ring::{NodeId, Ring};
 const SEED_RETRY: Duration = Duration::from_secs(2);
 /// Bound on one DNS lookup of a seed.
 const SEED_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the dead-node list is looked at even when the live set is quiet.
+const MISSING_RECHECK: Duration = Duration::from_secs(1);
+
+/// The nodes of `ringed` that chitchat holds dead, are not live under another
+/// generation, and did not announce `leaving`; `ringed` forgets the nodes
+/// chitchat forgot (after `dead_node_grace`).
+fn missing_members(
+    chitchat: &chitchat::Chitchat,
+    live: &HashMap<NodeId, Member>,
+    ringed: &mut BTreeSet<NodeId>,
+) -> BTreeSet<NodeId> {
+    let known: BTreeSet<&str> = chitchat
+        .node_states()
+        .keys()
+        .map(|id| &id.node_id[..])
+        .collect();
+    ringed.retain(|node| known.contains(node.as_ref()));
+    chitchat
+        .dead_nodes()
+        .filter(|id| {
+            let node = &id.node_id[..];
+            !live.contains_key(node)
+                && ringed.contains(node)
+                && chitchat
+                    .node_state(id)
+                    .and_then(|s| s.get(KEY_STATUS))
+                    .is_none_or(|status| status != Status::Leaving.as_str())
+        })
+        .map(|id| NodeId::from(&id.node_id[..]))
+        .collect()
+}
 
 /// What membership needs to start.
 #[derive(Clone, Debug)]
@@ -74,6 +105,11 @@ pub struct ClusterView {
     pub ring: Arc<Ring>,
     /// The ring before the last change of the ready set (for read-through).
     pub previous_ring: Arc<Ring>,
+    /// Nodes that were in this node's ring and are now dead without having
+    /// announced `leaving` (crashed, cut off, or this node was paused), for
+    /// `dead_node_grace`. Writers count them when deciding how many copies an
+    /// acknowledgement needs.
+    pub missing: BTreeSet<NodeId>,
 }
 
 impl ClusterView {
@@ -81,6 +117,7 @@ impl ClusterView {
         self_id: NodeId,
         members: HashMap<NodeId, Member>,
         admitted: BTreeSet<NodeId>,
+        missing: BTreeSet<NodeId>,
         previous: Option<&ClusterView>,
         vnodes: u32,
         copies: usize,
@@ -109,6 +146,7 @@ impl ClusterView {
             admitted,
             ring,
             previous_ring,
+            missing,
         }
     }
 
@@ -116,6 +154,7 @@ impl ClusterView {
     fn same_as(&self, next: &ClusterView) -> bool {
         self.members == next.members
             && self.admitted == next.admitted
+            && self.missing == next.missing
             && Arc::ptr_eq(&self.ring, &next.ring)
     }
 
@@ -221,6 +260,7 @@ impl Membership {
                 self_id.clone(),
                 members,
                 admitted,
+                BTreeSet::new(),
                 None,
                 config.vnodes,
                 copies,
@@ -243,6 +283,13 @@ impl Membership {
             let view = view.clone();
             let stop = stop.clone();
             let vnodes = config.vnodes;
+            let chitchat = chitchat.clone();
+            // Dead nodes leave chitchat's lists after the grace period without
+            // any change of the live set: look again now and then.
+            let mut recheck = tokio::time::interval(MISSING_RECHECK);
+            recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Nodes seen in this node's ring (and still known to chitchat).
+            let mut ringed: BTreeSet<NodeId> = BTreeSet::new();
             async move {
                 loop {
                     let retry = admission.next_retry();
@@ -250,9 +297,15 @@ impl Membership {
                         _ = stop.cancelled() => break,
                         changed = live_rx.changed() => if changed.is_err() { break },
                         admitted = admission.next_result() => if !admitted { continue },
+                        _ = recheck.tick() => {}
                         _ = tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)), if retry.is_some() => {}
                     }
                     let members = live_members(&live_rx.borrow_and_update());
+                    let missing = {
+                        let cc = chitchat.chitchat();
+                        let guard = cc.lock().await;
+                        missing_members(&guard, &members, &mut ringed)
+                    };
                     admission.schedule(&members);
                     let admitted: BTreeSet<NodeId> = members
                         .values()
@@ -264,6 +317,7 @@ impl Membership {
                         self_id.clone(),
                         members,
                         admitted,
+                        missing,
                         Some(&previous),
                         vnodes,
                         copies,
@@ -271,6 +325,7 @@ impl Membership {
                     if previous.same_as(&next) {
                         continue;
                     }
+                    ringed.extend(next.ring.nodes().iter().cloned());
                     let next = Arc::new(next);
                     log_changes(&previous, &next);
                     view.store(next.clone());

@@ -20,7 +20,12 @@ pub const SESSIONS_PATH: &str = "/internal/sessions";
 #[derive(Serialize, Deserialize)]
 pub struct Batch {
     pub from: String,
+    /// Copies (handoff, repair, expiry refreshes): merged by the conflict rule.
     pub records: Vec<Record>,
+    /// New versions from a writer waiting to acknowledge them: taken only when
+    /// they follow what is held (see [`crate::session::Store::merge_write`]).
+    #[serde(default)]
+    pub writes: Vec<Record>,
 }
 
 /// Answer to a replication request.
@@ -28,6 +33,9 @@ pub struct Batch {
 pub struct BatchAck {
     pub received: usize,
     pub applied: usize,
+    /// The receiver's copy of each session where it wins over the one sent.
+    #[serde(default)]
+    pub superseded: Vec<Record>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,15 +83,17 @@ impl InternalClient {
         }
     }
 
-    /// Sends records to a peer, which merges them.
+    /// Sends copies and writes to a peer, which merges them.
     pub async fn push(
         &self,
         internal_addr: &str,
         records: Vec<Record>,
+        writes: Vec<Record>,
     ) -> Result<BatchAck, PeerError> {
         let batch = Batch {
             from: self.self_id.to_string(),
             records,
+            writes,
         };
         let body = serde_json::to_vec(&batch).map_err(|e| PeerError::Failed(e.to_string()))?;
         let response = self

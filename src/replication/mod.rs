@@ -22,16 +22,27 @@
 //! Requests and batches to one peer go through one queue and one task: whatever
 //! piled up while the previous batch was in flight leaves in the next request.
 //!
+//! A replica whose copy wins over the one it is sent (the writer acted on a
+//! stale copy: it was paused, or the ring was changing) answers with its copy
+//! instead of a plain confirmation. The writer then takes that copy in place of
+//! its own and refuses the write (503 `stale_copy`): nothing written on stale
+//! data is acknowledged. Nor does a writer acknowledge a write with fewer than
+//! `replication_factor` copies while ring members it knew are missing without
+//! having left: a node cut off from the others must not take itself for the
+//! whole cluster.
+//!
 //! READ-THROUGH. When a node must serve a session it does not hold (it just
-//! joined or restarted, or the ring is changing), it asks the other holders under
-//! the current and the previous ring before answering 404, and keeps the best copy.
+//! joined or restarted, or the ring is changing), or holds only a copy in doubt
+//! (it was paused, see [`pause`]), it asks the other holders under the current
+//! and the previous ring before answering, and keeps the best copy.
 
 pub mod client;
+pub mod pause;
 mod rebalance;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -43,11 +54,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::membership::ClusterView;
-use crate::ring::NodeId;
+use crate::ring::{NodeId, Ring};
 use crate::session::{
-    now_millis, replica_copy, Entry, Known, Record, Session, SessionId, Store, WriteError,
+    now_millis, replica_copy, Entry, Known, Merged, Record, Session, SessionId, Store, WriteError,
 };
 use client::{InternalClient, PeerError};
+use pause::PauseDetector;
 
 pub use rebalance::HandoffProgress;
 
@@ -67,6 +79,10 @@ pub enum OwnerError {
     Replication { acked: usize, required: usize },
     #[error("this node holds its maximum of {max} sessions")]
     Full { max: usize },
+    #[error(
+        "this node's copy of the session was stale (a replica holds version {newer}); it has been refreshed, retry"
+    )]
+    Stale { newer: u64 },
 }
 
 /// Counters shown in `/api/cluster` (and exported as metrics).
@@ -90,6 +106,11 @@ pub struct ReplicationStats {
     pub copies_applied: AtomicU64,
     /// Requests an entry node sent to the next holder because the owner was unreachable.
     pub takeovers: AtomicU64,
+    /// Writes refused because a replica held a newer copy than the writer.
+    pub stale_writes: AtomicU64,
+    /// Times this process was found paused, and copies put in doubt then.
+    pub pauses: AtomicU64,
+    pub doubted_copies: AtomicU64,
 }
 
 /// Settings of the replication layer.
@@ -102,12 +123,24 @@ pub struct ReplicationConfig {
     /// Most entries this node holds before it refuses to create sessions
     /// (copies from peers are always taken: no acknowledged write is lost).
     pub max_sessions: usize,
+    /// A stop of the whole process longer than this puts its copies in doubt
+    /// (see [`pause`]); well under the time the others take to declare it dead.
+    pub pause_threshold: Duration,
+}
+
+/// What became of one copy sent to a peer.
+#[derive(Debug)]
+enum Delivery {
+    Stored,
+    Failed,
+    /// The peer holds a copy that wins over it: this one.
+    Superseded(Record),
 }
 
 struct Job {
     id: SessionId,
     record: Record,
-    ack: Option<oneshot::Sender<bool>>,
+    ack: Option<oneshot::Sender<Delivery>>,
 }
 
 struct Inner {
@@ -123,6 +156,10 @@ struct Inner {
     hints: Mutex<HashMap<NodeId, HashSet<SessionId>>>,
     stats: ReplicationStats,
     progress: HandoffProgress,
+    pause: OnceLock<PauseDetector>,
+    /// The ring under which copies this node regained were last put in doubt
+    /// (see [`Inner::regained`]).
+    doubted_for: ArcSwap<Ring>,
     stop: CancellationToken,
 }
 
@@ -142,8 +179,10 @@ impl Replication {
         view: Arc<ArcSwap<ClusterView>>,
         views: watch::Receiver<Arc<ClusterView>>,
         client: InternalClient,
-    ) -> Replication {
+    ) -> std::io::Result<Replication> {
+        let doubted_for = ArcSwap::new(view.load().ring.clone());
         let inner = Arc::new(Inner {
+            doubted_for,
             self_id,
             config,
             store,
@@ -155,11 +194,19 @@ impl Replication {
             hints: Mutex::new(HashMap::new()),
             stats: ReplicationStats::default(),
             progress: HandoffProgress::default(),
+            pause: OnceLock::new(),
             stop: CancellationToken::new(),
         });
+        let weak = Arc::downgrade(&inner);
+        let detector = PauseDetector::start(inner.config.pause_threshold, move |gap| {
+            if let Some(inner) = Weak::upgrade(&weak) {
+                inner.paused(gap);
+            }
+        })?;
+        let _ = inner.pause.set(detector);
         let rebalancer = tokio::spawn(rebalance::run(inner.clone(), views));
         inner.tasks.lock().push(rebalancer);
-        Replication { inner }
+        Ok(Replication { inner })
     }
 
     pub fn stats(&self) -> &ReplicationStats {
@@ -198,8 +245,11 @@ impl Replication {
         tokio::time::timeout(timeout, done).await.is_ok()
     }
 
-    /// Stops the queues and the rebalancer.
+    /// Stops the queues, the rebalancer and the pause watch.
     pub async fn shutdown(&self) {
+        if let Some(pause) = self.inner.pause.get() {
+            pause.stop();
+        }
         self.inner.stop.cancel();
         self.inner.queues.lock().clear();
         let tasks = std::mem::take(&mut *self.inner.tasks.lock());
@@ -213,6 +263,7 @@ impl Replication {
     /// Reads a session held here, looking it up on the other holders first when
     /// this node does not know it. `f` sees the session under the store lock.
     pub async fn read<T>(&self, id: &SessionId, f: impl FnOnce(&Session) -> T) -> Option<T> {
+        self.caught_up(id).await;
         let store = &self.inner.store;
         let (value, touch) = match store.read(id, now_millis(), f) {
             Ok(found) => found,
@@ -253,54 +304,101 @@ impl Replication {
         &self,
         id: &SessionId,
         if_match: Option<u64>,
-        update: impl FnOnce(&serde_json::value::RawValue) -> Box<serde_json::value::RawValue>,
-        f: impl FnOnce(&Session) -> T,
+        update: impl Fn(&serde_json::value::RawValue) -> Box<serde_json::value::RawValue>,
+        f: impl Fn(&Session) -> T,
     ) -> Result<T, OwnerError> {
+        self.caught_up(id).await;
         if self.inner.store.known(id, now_millis()) == Known::Unknown {
             self.read_through(id).await;
         }
-        let (value, entry) = self
-            .inner
-            .store
-            .write(id, now_millis(), if_match, update, f)?;
-        self.replicate(id, &entry).await?;
-        Ok(value)
+        let mut retried = false;
+        loop {
+            let (value, entry) = self
+                .inner
+                .store
+                .write(id, now_millis(), if_match, &update, &f)?;
+            match self.replicate(id, &entry).await {
+                // The replica's newer copy is in place now: write on top of it.
+                Err(OwnerError::Stale { .. }) if !retried => retried = true,
+                outcome => return outcome.map(|()| value),
+            }
+        }
     }
 
     /// Deletes a session (a replicated tombstone).
     pub async fn delete(&self, id: &SessionId, if_match: Option<u64>) -> Result<(), OwnerError> {
+        self.caught_up(id).await;
         if self.inner.store.known(id, now_millis()) == Known::Unknown {
             self.read_through(id).await;
         }
-        let tombstone = self.inner.store.delete(id, now_millis(), if_match)?;
-        self.replicate(id, &tombstone).await
+        let mut retried = false;
+        loop {
+            let tombstone = self.inner.store.delete(id, now_millis(), if_match)?;
+            match self.replicate(id, &tombstone).await {
+                Err(OwnerError::Stale { .. }) if !retried => retried = true,
+                outcome => return outcome,
+            }
+        }
     }
 
-    /// Merges copies received from a peer. Returns how many changed the store.
-    pub fn apply(&self, records: Vec<Record>) -> usize {
+    /// Merges copies and writes received from a peer. Returns how many changed
+    /// the store, and this node's copy wherever it wins over the one received
+    /// (for a write: wherever the write does not follow it).
+    pub fn apply(&self, records: Vec<Record>, writes: Vec<Record>) -> (usize, Vec<Record>) {
         let now = now_millis();
         let stats = &self.inner.stats;
         stats
             .copies_received
-            .fetch_add(records.len() as u64, Ordering::Relaxed);
-        let applied = records
+            .fetch_add((records.len() + writes.len()) as u64, Ordering::Relaxed);
+        let mut applied = 0;
+        let mut superseded = Vec::new();
+        let tagged = records
             .into_iter()
-            .filter_map(|r| {
-                let id = SessionId::parse(&r.id)?;
-                Some((id, r.into_entry()?))
-            })
-            .filter(|(id, entry)| self.inner.store.merge(*id, entry.clone(), now))
-            .count();
+            .map(|r| (r, false))
+            .chain(writes.into_iter().map(|r| (r, true)));
+        for (record, write) in tagged {
+            let Some(id) = SessionId::parse(&record.id) else {
+                continue;
+            };
+            let Some(entry) = record.into_entry() else {
+                continue;
+            };
+            let store = &self.inner.store;
+            let merged = if write {
+                store.merge_write(id, entry, now)
+            } else {
+                store.merge_report(id, entry, now)
+            };
+            match merged {
+                Merged::Applied => applied += 1,
+                Merged::Ignored => {}
+                Merged::Superseded(held) => {
+                    superseded.push(Record::from_entry(id.as_str(), &replica_copy(&held)));
+                }
+            }
+        }
         stats
             .copies_applied
             .fetch_add(applied as u64, Ordering::Relaxed);
-        applied
+        (applied, superseded)
     }
 
     /// This node's copy of a session, for a peer's read-through.
     pub fn copy(&self, id: &SessionId) -> Option<Record> {
         let entry = self.inner.store.entry(id, now_millis())?;
         Some(Record::from_entry(id.as_str(), &replica_copy(&entry)))
+    }
+
+    /// Returns once a pause of the process, if one just ended, has been
+    /// handled, and once this node's copy of `id` can be trusted: a copy it
+    /// holds again after a ring change is looked up on the other holders first.
+    async fn caught_up(&self, id: &SessionId) {
+        if let Some(pause) = self.inner.pause.get() {
+            pause.caught_up().await;
+        }
+        if self.inner.regained(id) {
+            self.read_through(id).await;
+        }
     }
 
     /// Sends a new copy to the other holders and waits for enough of them.
@@ -318,7 +416,9 @@ impl Replication {
         // The other holders of the preference list, then the stand-ins.
         let holders = if in_pref { rf - 1 } else { rf };
         let (targets, mut fallbacks) = list.split_at(holders.min(list.len()));
-        let required = (rf - 1).min(list.len());
+        // Ring members that vanished without leaving still count: they may be
+        // alive on the other side of a partition, or this node was paused.
+        let required = (rf - 1).min(list.len() + view.missing.len());
         if required == 0 && targets.is_empty() {
             return Ok(());
         }
@@ -336,12 +436,30 @@ impl Replication {
                         .await
                         .ok()
                         .and_then(Result::ok)
-                        .unwrap_or(false),
-                    None => false,
+                        .unwrap_or(Delivery::Failed),
+                    None => Delivery::Failed,
                 }
             }))
             .await;
-            let failed = results.iter().filter(|ok| !**ok).count();
+            if let Some(newer) = results
+                .iter()
+                .filter_map(|d| match d {
+                    Delivery::Superseded(record) => record.clone().into_entry(),
+                    _ => None,
+                })
+                .reduce(|a, b| if b.supersedes(&a) { b } else { a })
+            {
+                // This node wrote on a stale copy: take the newer one instead,
+                // and do not acknowledge.
+                inner.stats.stale_writes.fetch_add(1, Ordering::Relaxed);
+                let version = newer.version();
+                inner.store.replace_own(*id, entry, newer);
+                return Err(OwnerError::Stale { newer: version });
+            }
+            let failed = results
+                .iter()
+                .filter(|d| !matches!(d, Delivery::Stored))
+                .count();
             acked += results.len() - failed;
             inner
                 .stats
@@ -402,6 +520,8 @@ impl Replication {
                     found |= inner.store.merge(id, entry, now_millis());
                 }
             }
+            // Asked: whatever is held now is as good as the holders' copies.
+            inner.store.trust(&id);
             if found {
                 inner
                     .stats
@@ -414,6 +534,53 @@ impl Replication {
 }
 
 impl Inner {
+    /// Whether the ring changed since copies were last put in doubt and this
+    /// node holds `id` under the new ring but did not under the old one: while
+    /// it did not, writes went to other nodes, so its copy may be stale. (The
+    /// rebalancer marks all such copies at once, see [`Inner::doubt_regained`];
+    /// this covers the moment before it has.)
+    fn regained(&self, id: &SessionId) -> bool {
+        let old = self.doubted_for.load();
+        let view = self.view.load();
+        let rf = self.config.replication_factor;
+        !Arc::ptr_eq(&old, &view.ring)
+            && self.store.known(id, now_millis()) == Known::Live
+            && view.ring.holds(id.as_bytes(), &self.self_id, rf)
+            && !old.holds(id.as_bytes(), &self.self_id, rf)
+    }
+
+    /// Puts in doubt the copies this node holds under `ring` but did not under
+    /// the ring of the last call.
+    fn doubt_regained(&self, ring: &Arc<Ring>) {
+        let old = self.doubted_for.load_full();
+        if Arc::ptr_eq(&old, ring) {
+            return;
+        }
+        let rf = self.config.replication_factor;
+        let me = &self.self_id;
+        let doubted = self.store.doubt_where(|id| {
+            ring.holds(id.as_bytes(), me, rf) && !old.holds(id.as_bytes(), me, rf)
+        });
+        self.doubted_for.store(ring.clone());
+        self.stats
+            .doubted_copies
+            .fetch_add(doubted as u64, Ordering::Relaxed);
+    }
+
+    /// The pause watch found that the process stood still for `gap`.
+    fn paused(&self, gap: Duration) {
+        let doubted = self.store.doubt_all();
+        self.stats.pauses.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .doubted_copies
+            .fetch_add(doubted as u64, Ordering::Relaxed);
+        tracing::warn!(
+            paused_ms = gap.as_millis() as u64,
+            doubted,
+            "this process was stopped for a while: its copies will be checked with their other holders before use"
+        );
+    }
+
     /// Queues a copy for `peer`; with `ack`, returns the receiver of its outcome.
     fn enqueue(
         self: &Arc<Self>,
@@ -421,7 +588,7 @@ impl Inner {
         id: SessionId,
         record: Record,
         ack: bool,
-    ) -> Option<oneshot::Receiver<bool>> {
+    ) -> Option<oneshot::Receiver<Delivery>> {
         let (tx, rx) = if ack {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
@@ -466,6 +633,16 @@ impl Inner {
         }
     }
 
+    /// Merges the copies a peer answered with because they beat the ones sent.
+    fn take_newer(&self, records: Vec<Record>) {
+        let now = now_millis();
+        for record in records {
+            if let (Some(id), Some(entry)) = (SessionId::parse(&record.id), record.into_entry()) {
+                self.store.merge(id, entry, now);
+            }
+        }
+    }
+
     fn hint(&self, peer: &NodeId, id: SessionId) {
         self.hints
             .lock()
@@ -491,8 +668,11 @@ impl Inner {
             let Some(addr) = self.address(peer) else {
                 return Err(PeerError::Failed(format!("{peer} is not a live member")));
             };
-            match self.client.push(&addr, records.clone()).await {
-                Ok(_) => return Ok(()),
+            match self.client.push(&addr, records.clone(), Vec::new()).await {
+                Ok(ack) => {
+                    self.take_newer(ack.superseded);
+                    return Ok(());
+                }
                 Err(e) if attempt >= 3 => return Err(e),
                 Err(_) => {
                     tokio::select! {
@@ -520,17 +700,39 @@ async fn peer_queue(inner: Arc<Inner>, peer: NodeId, mut rx: mpsc::UnboundedRece
                 Err(_) => break,
             }
         }
-        let records: Vec<Record> = jobs.iter().map(|j| j.record.clone()).collect();
-        let ok = match inner.address(&peer) {
-            Some(addr) => inner.client.push(&addr, records).await.is_ok(),
-            None => false,
+        let (writes, records): (Vec<&Job>, Vec<&Job>) = jobs.iter().partition(|j| j.ack.is_some());
+        let copies = |jobs: Vec<&Job>| jobs.into_iter().map(|j| j.record.clone()).collect();
+        let answer = match inner.address(&peer) {
+            Some(addr) => inner
+                .client
+                .push(&addr, copies(records), copies(writes))
+                .await
+                .ok(),
+            None => None,
         };
+        let ok = answer.is_some();
+        let newer: HashMap<String, Record> = answer
+            .map(|ack| ack.superseded)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
         for job in jobs {
             if !ok {
                 inner.hint(&peer, job.id);
             }
+            let delivery = match newer.get(job.id.as_str()).cloned() {
+                _ if !ok => Delivery::Failed,
+                Some(record) if job.ack.is_some() => Delivery::Superseded(record),
+                Some(record) => {
+                    // A refresh or handoff copy that the peer beats: learn from it.
+                    inner.take_newer(vec![record]);
+                    Delivery::Stored
+                }
+                None => Delivery::Stored,
+            };
             if let Some(ack) = job.ack {
-                let _ = ack.send(ok);
+                let _ = ack.send(delivery);
             }
         }
     }

@@ -6,7 +6,7 @@ mod store;
 
 pub use id::SessionId;
 pub use record::{Entry, Record, Tombstone};
-pub use store::{replica_copy, Known, Store, WriteError};
+pub use store::{replica_copy, Known, Merged, Store, WriteError};
 
 use serde::Serialize;
 use serde_json::value::RawValue;

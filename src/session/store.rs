@@ -10,7 +10,7 @@
 //! friends (which bump versions), replicas call [`Store::merge`] (which keeps the
 //! copy that wins under the conflict rule of [`Entry::supersedes`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -31,6 +31,17 @@ pub enum WriteError {
     IdTaken,
 }
 
+/// What became of a copy offered to [`Store::merge_report`].
+#[derive(Debug)]
+pub enum Merged {
+    /// It won and is now held.
+    Applied,
+    /// Equal to what is held, or expired: nothing changed.
+    Ignored,
+    /// The held copy wins over it; here is the held copy.
+    Superseded(Entry),
+}
+
 /// What the store knows of an id.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Known {
@@ -40,7 +51,27 @@ pub enum Known {
     Unknown,
 }
 
-type Shard = HashMap<SessionId, Entry>;
+#[derive(Default)]
+struct Shard {
+    entries: HashMap<SessionId, Entry>,
+    /// Live copies held from before this process was paused (see
+    /// [`Store::doubt_all`]): served only after a look at the other holders.
+    /// Empty, and free, unless the process was paused.
+    doubted: HashSet<SessionId>,
+}
+
+impl Shard {
+    /// A live, unexpired session that is not in doubt.
+    fn trusted_live(&mut self, id: &SessionId, now: UnixMillis) -> Option<&mut Session> {
+        if !self.doubted.is_empty() && self.doubted.contains(id) {
+            return None;
+        }
+        match self.entries.get_mut(id) {
+            Some(Entry::Live(s)) if !s.is_expired(now) => Some(s),
+            _ => None,
+        }
+    }
+}
 
 pub struct Store {
     shards: Box<[Mutex<Shard>]>,
@@ -49,8 +80,21 @@ pub struct Store {
 impl Default for Store {
     fn default() -> Self {
         Store {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
         }
+    }
+}
+
+/// An equal copy with a later expiry (the owner's reads slid it): takes the
+/// later expiry. Returns whether anything changed.
+fn extend_expiry(held: &mut Entry, incoming: &Entry) -> bool {
+    match (held, incoming) {
+        (Entry::Live(h), Entry::Live(i)) if i.expires_at > h.expires_at => {
+            h.expires_at = i.expires_at;
+            h.synced_expires_at = i.expires_at;
+            true
+        }
+        _ => false,
     }
 }
 
@@ -76,13 +120,14 @@ impl Store {
         f: F,
     ) -> Result<(T, Option<Entry>), F> {
         let mut shard = self.shard(id).lock();
-        let Some(Entry::Live(session)) = shard.get_mut(id) else {
-            return Err(f);
-        };
-        if session.is_expired(now) {
-            shard.remove(id);
+        if shard.entries.get(id).is_some_and(|e| e.is_expired(now)) {
+            shard.entries.remove(id);
+            shard.doubted.remove(id);
             return Err(f);
         }
+        let Some(session) = shard.trusted_live(id, now) else {
+            return Err(f);
+        };
         session.touch(now);
         let due = session
             .synced_expires_at
@@ -94,9 +139,14 @@ impl Store {
         Ok((f(session), touch))
     }
 
-    /// What the store knows of `id` (expired entries count as unknown).
+    /// What the store knows of `id` (expired entries and doubted copies count
+    /// as unknown).
     pub fn known(&self, id: &SessionId, now: UnixMillis) -> Known {
-        match self.shard(id).lock().get(id) {
+        let shard = self.shard(id).lock();
+        if shard.doubted.contains(id) {
+            return Known::Unknown;
+        }
+        match shard.entries.get(id) {
             Some(e) if e.is_expired(now) => Known::Unknown,
             Some(Entry::Live(_)) => Known::Live,
             Some(Entry::Tombstone(_)) => Known::Deleted,
@@ -108,6 +158,7 @@ impl Store {
     pub fn entry(&self, id: &SessionId, now: UnixMillis) -> Option<Entry> {
         self.shard(id)
             .lock()
+            .entries
             .get(id)
             .filter(|e| !e.is_expired(now))
             .cloned()
@@ -117,10 +168,10 @@ impl Store {
     /// nothing) when the id is taken.
     pub fn insert_new(&self, id: SessionId, session: Session, now: UnixMillis) -> bool {
         let mut shard = self.shard(&id).lock();
-        match shard.get(&id) {
+        match shard.entries.get(&id) {
             Some(existing) if !existing.is_expired(now) => false,
             _ => {
-                shard.insert(id, Entry::Live(session));
+                shard.entries.insert(id, Entry::Live(session));
                 true
             }
         }
@@ -138,9 +189,8 @@ impl Store {
         f: impl FnOnce(&Session) -> T,
     ) -> Result<(T, Entry), WriteError> {
         let mut shard = self.shard(id).lock();
-        let session = match shard.get_mut(id) {
-            Some(Entry::Live(s)) if !s.is_expired(now) => s,
-            _ => return Err(WriteError::NotFound),
+        let Some(session) = shard.trusted_live(id, now) else {
+            return Err(WriteError::NotFound);
         };
         check(if_match, session.version)?;
         session.data = update(&session.data);
@@ -161,9 +211,8 @@ impl Store {
         if_match: Option<u64>,
     ) -> Result<Entry, WriteError> {
         let mut shard = self.shard(id).lock();
-        let session = match shard.get(id) {
-            Some(Entry::Live(s)) if !s.is_expired(now) => s,
-            _ => return Err(WriteError::NotFound),
+        let Some(session) = shard.trusted_live(id, now) else {
+            return Err(WriteError::NotFound);
         };
         check(if_match, session.version)?;
         let tombstone = Entry::Tombstone(Tombstone {
@@ -176,36 +225,137 @@ impl Store {
                 .saturating_add(touch_slack(session.ttl_ms))
                 .saturating_add(session.ttl_ms),
         });
-        shard.insert(*id, tombstone.clone());
+        shard.entries.insert(*id, tombstone.clone());
         Ok(tombstone)
     }
 
     /// Applies a copy from a peer when it wins over what is held (or nothing is).
     /// Returns whether the store changed. Expired copies are ignored, so nothing
     /// expired comes back.
-    pub fn merge(&self, id: SessionId, mut incoming: Entry, now: UnixMillis) -> bool {
+    pub fn merge(&self, id: SessionId, incoming: Entry, now: UnixMillis) -> bool {
+        matches!(self.merge_report(id, incoming, now), Merged::Applied)
+    }
+
+    /// [`Store::merge`], saying what became of the copy: when the held copy
+    /// wins, the sender learns it (a writer that acted on a stale copy must
+    /// not acknowledge its write).
+    pub fn merge_report(&self, id: SessionId, incoming: Entry, now: UnixMillis) -> Merged {
+        self.merge_with(id, incoming, now, false)
+    }
+
+    /// Takes a new version from a writer that waits to acknowledge it, only
+    /// when it follows what is held: a higher version than the held copy's. A
+    /// different copy at the same or a higher version here means the writer
+    /// worked on a stale copy (two nodes each took itself for the owner, or the
+    /// writer was paused): its write is refused and it gets the held copy back,
+    /// so that no acknowledged write is overwritten by one made without it.
+    pub fn merge_write(&self, id: SessionId, incoming: Entry, now: UnixMillis) -> Merged {
+        self.merge_with(id, incoming, now, true)
+    }
+
+    fn merge_with(
+        &self,
+        id: SessionId,
+        mut incoming: Entry,
+        now: UnixMillis,
+        write: bool,
+    ) -> Merged {
         if incoming.is_expired(now) {
-            return false;
+            return Merged::Ignored;
         }
         if let Entry::Live(s) = &mut incoming {
             s.synced_expires_at = s.expires_at;
         }
         let mut shard = self.shard(&id).lock();
-        match shard.get(&id) {
-            Some(held) if !held.is_expired(now) && !incoming.supersedes(held) => false,
-            _ => {
-                shard.insert(id, incoming);
-                true
+        if let Some(held) = shard.entries.get_mut(&id).filter(|h| !h.is_expired(now)) {
+            let (wins, loses) = (incoming.supersedes(held), held.supersedes(&incoming));
+            let stale_write = write && held.version() >= incoming.version();
+            if loses || (wins && stale_write) {
+                return Merged::Superseded(held.clone());
             }
+            if !wins {
+                return match extend_expiry(held, &incoming) {
+                    true => Merged::Applied,
+                    false => Merged::Ignored,
+                };
+            }
+        }
+        shard.entries.insert(id, incoming);
+        shard.doubted.remove(&id);
+        Merged::Applied
+    }
+
+    /// Puts `newer` in place of `ours`, a copy this node wrote and a replica
+    /// refused because its own copy (`newer`) wins (see [`Store::merge_report`]),
+    /// so that the refused write goes no further. Whatever arrived here since
+    /// `ours` is kept when it wins over `newer`.
+    pub fn replace_own(&self, id: SessionId, ours: &Entry, newer: Entry) {
+        let mut shard = self.shard(&id).lock();
+        let take = match shard.entries.get(&id) {
+            None => true,
+            Some(held) => {
+                let still_ours = !held.supersedes(ours) && !ours.supersedes(held);
+                still_ours || newer.supersedes(held)
+            }
+        };
+        if take {
+            shard.entries.insert(id, newer);
+            shard.doubted.remove(&id);
+        }
+    }
+
+    /// Marks every live copy held as doubtful: after the process was paused
+    /// (SIGSTOP, a frozen VM), the cluster may have moved on without it, and
+    /// each copy is served again only after [`Store::trust`] (the owner asks the
+    /// other holders first). Returns how many copies were marked.
+    pub fn doubt_all(&self) -> usize {
+        let mut marked = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            let Shard { entries, doubted } = &mut *shard;
+            doubted.extend(
+                entries
+                    .iter()
+                    .filter(|(_, e)| matches!(e, Entry::Live(_)))
+                    .map(|(id, _)| *id),
+            );
+            marked += doubted.len();
+        }
+        marked
+    }
+
+    /// Marks as doubtful the live copies whose id `regained` picks (copies this
+    /// node holds again after a ring change: writes went elsewhere meanwhile).
+    /// Returns how many were marked.
+    pub fn doubt_where(&self, mut regained: impl FnMut(&SessionId) -> bool) -> usize {
+        let mut marked = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            let Shard { entries, doubted } = &mut *shard;
+            for (id, entry) in entries.iter() {
+                if matches!(entry, Entry::Live(_)) && regained(id) && doubted.insert(*id) {
+                    marked += 1;
+                }
+            }
+        }
+        marked
+    }
+
+    /// Lifts the doubt on one copy (its other holders were asked).
+    pub fn trust(&self, id: &SessionId) {
+        let mut shard = self.shard(id).lock();
+        if !shard.doubted.is_empty() {
+            shard.doubted.remove(id);
         }
     }
 
     /// Drops a copy this node no longer needs, unless it changed since `version`.
     pub fn discard(&self, id: &SessionId, version: u64) -> bool {
         let mut shard = self.shard(id).lock();
-        match shard.get(id) {
+        match shard.entries.get(id) {
             Some(e) if e.version() <= version => {
-                shard.remove(id);
+                shard.entries.remove(id);
+                shard.doubted.remove(id);
                 true
             }
             _ => false,
@@ -216,9 +366,13 @@ impl Store {
     /// Returns how many were removed.
     pub fn purge_shard(&self, tick: usize, now: UnixMillis) -> usize {
         let mut shard = self.shards[tick % self.shards.len()].lock();
-        let before = shard.len();
-        shard.retain(|_, e| !e.is_expired(now));
-        before - shard.len()
+        let Shard { entries, doubted } = &mut *shard;
+        let before = entries.len();
+        entries.retain(|_, e| !e.is_expired(now));
+        if !doubted.is_empty() {
+            doubted.retain(|id| entries.contains_key(id));
+        }
+        before - entries.len()
     }
 
     /// How long the purge task waits between two shards so that every entry is
@@ -229,7 +383,7 @@ impl Store {
 
     /// Number of entries held (tombstones and not yet purged expired ones included).
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.shards.iter().map(|s| s.lock().entries.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -244,6 +398,7 @@ impl Store {
     pub fn shard_entries(&self, i: usize, now: UnixMillis) -> Vec<(SessionId, Entry)> {
         let shard = self.shards[i % self.shards.len()].lock();
         shard
+            .entries
             .iter()
             .filter(|(_, e)| !e.is_expired(now))
             .map(|(id, e)| (*id, e.clone()))
@@ -254,7 +409,7 @@ impl Store {
     pub fn for_each_live(&self, now: UnixMillis, mut f: impl FnMut(&SessionId)) {
         for shard in self.shards.iter() {
             let shard = shard.lock();
-            for (id, e) in shard.iter() {
+            for (id, e) in shard.entries.iter() {
                 if matches!(e, Entry::Live(_)) && !e.is_expired(now) {
                     f(id);
                 }
@@ -477,5 +632,111 @@ mod tests {
         assert!(!store.discard(&id, 1));
         assert!(store.discard(&id, 2));
         assert!(store.is_empty());
+    }
+
+    #[test]
+    fn a_doubted_copy_is_not_served_until_trusted_again() {
+        let store = Store::default();
+        let (a, b) = (SessionId::random(), SessionId::random());
+        store.insert_new(a, session(1_000, 0), 0);
+        store.insert_new(b, session(1_000, 0), 0);
+        assert_eq!(store.doubt_all(), 2);
+        assert_eq!(store.known(&a, 10), Known::Unknown);
+        assert!(store.read(&a, 10, |_| ()).is_err());
+        assert_eq!(
+            store.write(&a, 10, None, replace, |_| ()).err(),
+            Some(WriteError::NotFound)
+        );
+        assert_eq!(store.delete(&a, 10, None).err(), Some(WriteError::NotFound));
+        store.trust(&a);
+        assert_eq!(store.known(&a, 10), Known::Live);
+        assert!(store.read(&a, 10, |_| ()).is_ok());
+        // A copy from a peer that wins replaces the doubted one and is trusted.
+        let mut newer = session(1_000, 0);
+        newer.version = 5;
+        assert!(store.merge(b, Entry::Live(newer), 10));
+        assert!(store.read(&b, 10, |s| s.version).is_ok_and(|(v, _)| v == 5));
+    }
+
+    #[test]
+    fn a_held_copy_that_wins_is_reported_to_the_sender() {
+        let store = Store::default();
+        let id = SessionId::random();
+        let mut held = session(1_000, 0);
+        held.version = 3;
+        store.merge(id, Entry::Live(held), 0);
+        let mut stale = session(1_000, 0);
+        stale.version = 2;
+        match store.merge_report(id, Entry::Live(stale.clone()), 0) {
+            Merged::Superseded(e) => assert_eq!(e.version(), 3),
+            other => panic!("expected Superseded, got {other:?}"),
+        }
+        let mut same = session(1_000, 0);
+        same.version = 3;
+        assert!(matches!(
+            store.merge_report(id, Entry::Live(same), 0),
+            Merged::Ignored
+        ));
+    }
+
+    #[test]
+    fn a_refused_write_is_replaced_by_the_replicas_copy_unless_something_newer_came() {
+        let store = Store::default();
+        let id = SessionId::random();
+        store.insert_new(id, session(1_000, 0), 0);
+        let (_, ours) = store.write(&id, 10, None, replace, |_| ()).unwrap();
+        let mut theirs = session(1_000, 0);
+        theirs.version = 4;
+        store.replace_own(id, &ours, Entry::Live(theirs.clone()));
+        assert_eq!(store.entry(&id, 10).map(|e| e.version()), Some(4));
+        // Something newer than the replica's copy arrived meanwhile: kept.
+        let mut newest = session(1_000, 0);
+        newest.version = 9;
+        store.merge(id, Entry::Live(newest), 10);
+        store.replace_own(id, &ours, Entry::Live(theirs));
+        assert_eq!(store.entry(&id, 10).map(|e| e.version()), Some(9));
+    }
+
+    #[test]
+    fn a_write_that_does_not_follow_the_held_copy_is_refused() {
+        let store = Store::default();
+        let id = SessionId::random();
+        let at = |version, updated_at, data: serde_json::Value| {
+            let mut s = session(1_000, 0);
+            s.version = version;
+            s.updated_at = updated_at;
+            s.data = to_raw(data.as_object().unwrap());
+            Entry::Live(s)
+        };
+        store.merge(id, at(5, 10, serde_json::json!({"w": 4})), 0);
+        // Same version, later: the conflict rule would take it; a write is refused.
+        match store.merge_write(id, at(5, 20, serde_json::json!({"w": 5})), 0) {
+            Merged::Superseded(held) => assert_eq!(held.version(), 5),
+            other => panic!("expected Superseded, got {other:?}"),
+        }
+        assert!(store
+            .read(&id, 0, |s| s.data.get().to_owned())
+            .is_ok_and(|(d, _)| d == r#"{"w":4}"#));
+        // A duplicate of the held copy is no conflict; the next version is taken.
+        assert!(matches!(
+            store.merge_write(id, at(5, 10, serde_json::json!({"w": 4})), 0),
+            Merged::Ignored
+        ));
+        assert!(matches!(
+            store.merge_write(id, at(6, 30, serde_json::json!({"w": 6})), 0),
+            Merged::Applied
+        ));
+    }
+
+    #[test]
+    fn an_equal_copy_with_a_later_expiry_extends_it() {
+        let store = Store::default();
+        let id = SessionId::random();
+        let s = session(1_000, 0);
+        store.merge(id, Entry::Live(s.clone()), 0);
+        let mut later = s;
+        later.expires_at = 1_700;
+        assert!(store.merge(id, Entry::Live(later), 0));
+        assert_eq!(store.entry(&id, 0).map(|e| e.expires_at()), Some(1_700));
     }
 }
