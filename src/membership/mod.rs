@@ -344,6 +344,13 @@ impl Membership {
     }
 
     /// The current view (cheap: an atomic load).
+    /// This node's gossip heartbeat: it grows with every gossip round.
+    pub async fn heartbeat(&self) -> u64 {
+        let cc = self.chitchat.chitchat();
+        let mut guard = cc.lock().await;
+        guard.self_node_state().heartbeat().into()
+    }
+
     pub fn view(&self) -> Arc<ClusterView> {
         self.view.load_full()
     }

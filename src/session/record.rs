@@ -14,6 +14,11 @@ use serde_json::value::RawValue;
 
 use super::{Session, UnixMillis};
 
+/// The highest version a copy from a peer may carry: 2^53 - 1, the largest
+/// integer every JSON client reads exactly (the version is the API's `ETag`).
+/// A copy past it would stop every later write from following it.
+pub const MAX_VERSION: u64 = (1 << 53) - 1;
+
 /// A deleted session, kept long enough that no stale copy can bring it back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tombstone {
@@ -99,8 +104,12 @@ impl Record {
         }
     }
 
-    /// The entry this record describes; `None` when the data is not a JSON object.
+    /// The entry this record describes; `None` when the data is not a JSON
+    /// object or the version is past [`MAX_VERSION`].
     pub fn into_entry(self) -> Option<Entry> {
+        if self.version > MAX_VERSION {
+            return None;
+        }
         Some(match self.data {
             Some(data) => {
                 if !data.get().trim_start().starts_with('{') {
