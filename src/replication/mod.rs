@@ -204,8 +204,9 @@ impl Replication {
             }
         })?;
         let _ = inner.pause.set(detector);
+        let doubter = tokio::spawn(doubt_regained_copies(inner.clone(), views.clone()));
         let rebalancer = tokio::spawn(rebalance::run(inner.clone(), views));
-        inner.tasks.lock().push(rebalancer);
+        inner.tasks.lock().extend([doubter, rebalancer]);
         Ok(Replication { inner })
     }
 
@@ -683,6 +684,19 @@ impl Inner {
                 }
             }
         }
+    }
+}
+
+/// The task that puts in doubt the copies held again after each ring change
+/// (see [`Inner::regained`]), at once: the rebalancer may be busy with a pass.
+async fn doubt_regained_copies(inner: Arc<Inner>, mut views: watch::Receiver<Arc<ClusterView>>) {
+    loop {
+        tokio::select! {
+            _ = inner.stop.cancelled() => return,
+            changed = views.changed() => if changed.is_err() { return },
+        }
+        let ring = views.borrow_and_update().ring.clone();
+        inner.doubt_regained(&ring);
     }
 }
 

@@ -112,7 +112,6 @@ pub(super) async fn run(inner: Arc<Inner>, mut views: watch::Receiver<Arc<Cluste
             _ = retry => {}
         }
         let current = Placement::of(&views.borrow_and_update());
-        inner.doubt_regained(&current.ring);
         let mut complete = true;
         if !current.same(&synced) {
             complete = pass(&inner, &synced, &current).await;
