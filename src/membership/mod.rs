@@ -44,13 +44,13 @@ const SEED_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 const MISSING_RECHECK: Duration = Duration::from_secs(1);
 
 /// The nodes of `ringed` that chitchat holds dead, are not live under another
-/// generation, and did not announce `leaving`; `ringed` forgets the nodes
-/// chitchat forgot (after `dead_node_grace`).
+/// generation, and did not announce `leaving`, with their last internal
+/// address; `ringed` forgets the nodes chitchat forgot (after `dead_node_grace`).
 fn missing_members(
     chitchat: &chitchat::Chitchat,
     live: &HashMap<NodeId, Member>,
     ringed: &mut BTreeSet<NodeId>,
-) -> BTreeSet<NodeId> {
+) -> BTreeMap<NodeId, String> {
     let known: BTreeSet<&str> = chitchat
         .node_states()
         .keys()
@@ -59,16 +59,13 @@ fn missing_members(
     ringed.retain(|node| known.contains(node.as_ref()));
     chitchat
         .dead_nodes()
-        .filter(|id| {
-            let node = &id.node_id[..];
-            !live.contains_key(node)
-                && ringed.contains(node)
-                && chitchat
-                    .node_state(id)
-                    .and_then(|s| s.get(KEY_STATUS))
-                    .is_none_or(|status| status != Status::Leaving.as_str())
+        .filter(|id| !live.contains_key(&id.node_id[..]) && ringed.contains(&id.node_id[..]))
+        .filter_map(|id| {
+            let state = chitchat.node_state(id)?;
+            let leaving = state.get(KEY_STATUS) == Some(Status::Leaving.as_str());
+            let internal = state.get(KEY_INTERNAL_ADDR)?;
+            (!leaving).then(|| (NodeId::from(&id.node_id[..]), internal.to_owned()))
         })
-        .map(|id| NodeId::from(&id.node_id[..]))
         .collect()
 }
 
@@ -108,8 +105,9 @@ pub struct ClusterView {
     /// Nodes that were in this node's ring and are now dead without having
     /// announced `leaving` (crashed, cut off, or this node was paused), for
     /// `dead_node_grace`. Writers count them when deciding how many copies an
-    /// acknowledgement needs.
-    pub missing: BTreeSet<NodeId>,
+    /// acknowledgement needs; read-through still asks them (at their last
+    /// internal address): they may be alive while this node cannot tell.
+    pub missing: BTreeMap<NodeId, String>,
 }
 
 impl ClusterView {
@@ -117,7 +115,7 @@ impl ClusterView {
         self_id: NodeId,
         members: HashMap<NodeId, Member>,
         admitted: BTreeSet<NodeId>,
-        missing: BTreeSet<NodeId>,
+        missing: BTreeMap<NodeId, String>,
         previous: Option<&ClusterView>,
         vnodes: u32,
         copies: usize,
@@ -160,6 +158,14 @@ impl ClusterView {
 
     pub fn member(&self, node_id: &str) -> Option<&Member> {
         self.members.get(node_id)
+    }
+
+    /// The internal address of a live member, or the last one of a missing node.
+    pub fn internal_addr(&self, node_id: &str) -> Option<&str> {
+        match self.members.get(node_id) {
+            Some(m) => Some(&m.internal_addr),
+            None => self.missing.get(node_id).map(String::as_str),
+        }
     }
 }
 
@@ -260,7 +266,7 @@ impl Membership {
                 self_id.clone(),
                 members,
                 admitted,
-                BTreeSet::new(),
+                BTreeMap::new(),
                 None,
                 config.vnodes,
                 copies,

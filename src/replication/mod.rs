@@ -510,7 +510,7 @@ impl Replication {
                 }
             }
             let fetches = candidates.iter().filter_map(|node| {
-                let addr = view.member(node)?.internal_addr.clone();
+                let addr = view.internal_addr(node)?.to_owned();
                 let client = inner.client.clone();
                 Some(async move { client.fetch(&addr, &id).await })
             });
