@@ -308,21 +308,21 @@ impl PeerTransport {
 /// True when `error` (a failed request) failed in TLS: a certificate that the
 /// CA did not issue, a peer that refused ours, or a peer that does not speak TLS.
 pub fn is_tls_error(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(error) = source {
-        if error.downcast_ref::<rustls::Error>().is_some() {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error.is::<rustls::Error>() {
             return true;
         }
-        // tokio-rustls wraps the rustls error in an io::Error, whose `source()`
-        // skips the wrapped error itself.
-        let wrapped = error
+        // tokio-rustls wraps the rustls error in an io::Error (which reqwest's
+        // connector wraps again), and io::Error's `source()` skips the error it
+        // wraps: look inside instead.
+        next = match error
             .downcast_ref::<std::io::Error>()
             .and_then(|e| e.get_ref())
-            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
-        if wrapped {
-            return true;
-        }
-        source = error.source();
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
+        };
     }
     false
 }

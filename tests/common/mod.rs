@@ -330,10 +330,20 @@ impl ChildCluster {
     /// Starts `n` nodes `node1..n` with `extra` flags, each seeded with the ones
     /// before, and waits until they agree on a ring of `n`.
     pub async fn start(n: usize, extra: &[&str]) -> ChildCluster {
+        ChildCluster::start_with_client(n, extra, client()).await
+    }
+
+    /// Same as [`ChildCluster::start`], talking to the nodes with `http` (for
+    /// nodes that serve HTTPS).
+    pub async fn start_with_client(
+        n: usize,
+        extra: &[&str],
+        http: reqwest::Client,
+    ) -> ChildCluster {
         let mut cluster = ChildCluster {
             secrets: Secrets::new(),
             nodes: Vec::new(),
-            http: client(),
+            http,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         for i in 1..=n {
