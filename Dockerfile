@@ -47,6 +47,8 @@ EXPOSE 8080 8081 7280/udp
 # sessions off, drain, exit 0). Give `docker stop -t` more than shutdown_grace.
 STOPSIGNAL SIGTERM
 # Healthy = ready in its own ring (/readyz); a joining or leaving node is unhealthy.
+# With public TLS on (SESSIONMESH_PUBLIC_TLS_CERT_FILE), override it with an https
+# --node that the certificate names and --ca-file (see the README, Security).
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
     CMD ["sessionmesh", "healthcheck", "--ready"]
 ENTRYPOINT ["sessionmesh"]

@@ -10,6 +10,11 @@
 //! Secrets (`cookie_secret`, `cluster_secret`, `api_token`) are given directly or through a file
 //! (`cookie_secret_file`, ...). A single node without seeds may run on throwaway secrets, generated
 //! here ([`Config::generated_secrets`]); a node with seeds must share the cluster's secrets.
+//!
+//! TLS is off unless certificate files are given (`public_tls_cert_file` and
+//! `public_tls_key_file`; `internal_tls_cert_file`, `internal_tls_key_file` and
+//! `internal_tls_ca_file`): they are read and checked here, once, so that a missing,
+//! unreadable or mismatched file stops the program naming its key (see [`crate::tls`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +23,8 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+use crate::tls::{InternalTls, PemError, PemFile, PublicTls, Scheme};
 
 /// Prefix of the environment variables read by [`Config::load`].
 const ENV_PREFIX: &str = "SESSIONMESH_";
@@ -62,6 +69,11 @@ const KEYS: &[&str] = &[
     "max_connections",
     "max_forwards",
     "request_timeout",
+    "public_tls_cert_file",
+    "public_tls_key_file",
+    "internal_tls_cert_file",
+    "internal_tls_key_file",
+    "internal_tls_ca_file",
 ];
 
 /// Secrets given directly, and the key that gives the same secret through a file.
@@ -142,7 +154,7 @@ pub struct ServeArgs {
     /// Name of the session cookie [default: SESSION]
     #[arg(long, value_name = "NAME")]
     pub cookie_name: Option<String>,
-    /// Mark the session cookie Secure (true or false) [default: false]
+    /// Mark the session cookie Secure (true or false) [default: true with public TLS, else false]
     #[arg(long, value_name = "BOOL")]
     pub cookie_secure: Option<String>,
     /// SameSite of the session cookie: strict, lax or none [default: lax]
@@ -211,6 +223,21 @@ pub struct ServeArgs {
     /// Most session copies per second sent during a handoff [default: 20000]
     #[arg(long, value_name = "N")]
     pub handoff_rate: Option<String>,
+    /// PEM certificate chain (leaf first) of the public listener; turns on HTTPS there
+    #[arg(long, value_name = "FILE")]
+    pub public_tls_cert_file: Option<String>,
+    /// PEM private key of the public listener's certificate
+    #[arg(long, value_name = "FILE")]
+    pub public_tls_key_file: Option<String>,
+    /// PEM certificate chain of this node on the internal listener and towards peers; turns on mutual TLS between nodes
+    #[arg(long, value_name = "FILE")]
+    pub internal_tls_cert_file: Option<String>,
+    /// PEM private key of the internal certificate
+    #[arg(long, value_name = "FILE")]
+    pub internal_tls_key_file: Option<String>,
+    /// PEM bundle of the CA certificates that issue the nodes' internal certificates
+    #[arg(long, value_name = "FILE")]
+    pub internal_tls_ca_file: Option<String>,
 }
 
 /// Written by hand so that secrets given as flags never reach a log line.
@@ -260,6 +287,11 @@ impl fmt::Debug for ServeArgs {
             .field("workers", &self.workers)
             .field("replication_timeout", &self.replication_timeout)
             .field("handoff_rate", &self.handoff_rate)
+            .field("public_tls_cert_file", &self.public_tls_cert_file)
+            .field("public_tls_key_file", &self.public_tls_key_file)
+            .field("internal_tls_cert_file", &self.internal_tls_cert_file)
+            .field("internal_tls_key_file", &self.internal_tls_key_file)
+            .field("internal_tls_ca_file", &self.internal_tls_ca_file)
             .finish()
     }
 }
@@ -327,6 +359,11 @@ pub struct Config {
     pub replication_timeout: Duration,
     /// Most session copies per second sent during a handoff.
     pub handoff_rate: u32,
+    /// HTTPS on the public listener; `None` serves plain HTTP.
+    pub public_tls: Option<PublicTls>,
+    /// Mutual TLS on the internal listener and on every request to a peer; `None`
+    /// means plain HTTP between nodes.
+    pub internal_tls: Option<InternalTls>,
     /// True when `cookie_secret` or `cluster_secret` was missing and a throwaway one was
     /// generated (only allowed without seeds); the caller should warn.
     pub generated_secrets: bool,
@@ -450,6 +487,13 @@ pub enum ConfigError {
     MissingSecret { key: &'static str },
     #[error("`{key}` {problem}")]
     Incompatible { key: &'static str, problem: String },
+    #[error("unusable `{key}` {} (from {origin}): {problem}", path.display())]
+    TlsFile {
+        key: &'static str,
+        path: PathBuf,
+        origin: Origin,
+        problem: String,
+    },
 }
 
 impl Config {
@@ -507,6 +551,23 @@ impl Config {
         }
     }
 
+    /// `https` when the public listener serves TLS, else `http`.
+    pub fn public_scheme(&self) -> Scheme {
+        match self.public_tls {
+            Some(_) => Scheme::Https,
+            None => Scheme::Http,
+        }
+    }
+
+    /// `https` when nodes talk to each other over TLS, else `http`; see
+    /// [`crate::tls::PeerTransport`], which every node-to-node client goes through.
+    pub fn internal_scheme(&self) -> Scheme {
+        match self.internal_tls {
+            Some(_) => Scheme::Https,
+            None => Scheme::Http,
+        }
+    }
+
     fn from_raw(mut raw: Raw) -> Result<Config, ConfigError> {
         let node_id = match raw.parse("node_id", parse_id)? {
             Some(id) => id,
@@ -539,7 +600,7 @@ impl Config {
         let cookie_name = raw
             .parse("cookie_name", parse_cookie_name)?
             .unwrap_or_else(|| DEFAULT_COOKIE_NAME.to_owned());
-        let cookie_secure = raw.parse("cookie_secure", parse_bool)?.unwrap_or(false);
+        let cookie_secure = raw.parse("cookie_secure", parse_bool)?;
         let cookie_same_site = raw
             .parse("cookie_same_site", parse_same_site)?
             .unwrap_or_default();
@@ -586,7 +647,11 @@ impl Config {
         let request_timeout = raw
             .parse("request_timeout", duration_from(Duration::from_millis(100)))?
             .unwrap_or(Duration::from_secs(10));
+        let public_tls = raw.public_tls()?;
+        let internal_tls = raw.internal_tls()?;
         debug_assert!(raw.values.is_empty(), "unparsed keys: {:?}", raw.values);
+        // Browsers that reach the node over HTTPS can be given Secure cookies.
+        let cookie_secure = cookie_secure.unwrap_or(public_tls.is_some());
 
         if cookie_same_site == SameSite::None && !cookie_secure {
             return Err(ConfigError::Incompatible {
@@ -638,6 +703,8 @@ impl Config {
             workers,
             replication_timeout,
             handoff_rate,
+            public_tls,
+            internal_tls,
             generated_secrets,
         })
     }
@@ -814,6 +881,11 @@ impl Raw {
             workers,
             replication_timeout,
             handoff_rate,
+            public_tls_cert_file,
+            public_tls_key_file,
+            internal_tls_cert_file,
+            internal_tls_key_file,
+            internal_tls_ca_file,
         } = args;
         let flags = [
             ("node_id", node_id),
@@ -850,6 +922,11 @@ impl Raw {
             ("workers", workers),
             ("replication_timeout", replication_timeout),
             ("handoff_rate", handoff_rate),
+            ("public_tls_cert_file", public_tls_cert_file),
+            ("public_tls_key_file", public_tls_key_file),
+            ("internal_tls_cert_file", internal_tls_cert_file),
+            ("internal_tls_key_file", internal_tls_key_file),
+            ("internal_tls_ca_file", internal_tls_ca_file),
         ];
         let mut raw = Raw::default();
         for (key, value) in flags {
@@ -954,6 +1031,114 @@ impl Raw {
             });
         }
         Ok(Some(Secret::new(secret)))
+    }
+}
+
+/// A file given by `key`, for reading later, with where it was set.
+struct GivenFile {
+    key: &'static str,
+    path: PathBuf,
+    origin: Origin,
+}
+
+impl Raw {
+    /// The path given for `key` (a `*_file` key that is not a secret), if any.
+    fn file(&mut self, key: &'static str) -> Result<Option<GivenFile>, ConfigError> {
+        let Some((text, origin)) = self.values.remove(key) else {
+            return Ok(None);
+        };
+        let path = text.trim();
+        if path.is_empty() {
+            return Err(ConfigError::Invalid {
+                key,
+                origin,
+                expected: "a file path".to_owned(),
+                got: format!("{text:?}"),
+            });
+        }
+        Ok(Some(GivenFile {
+            key,
+            path: PathBuf::from(path),
+            origin,
+        }))
+    }
+
+    /// `public_tls_cert_file` and `public_tls_key_file`: both or neither.
+    fn public_tls(&mut self) -> Result<Option<PublicTls>, ConfigError> {
+        let cert = self.file("public_tls_cert_file")?;
+        let key = self.file("public_tls_key_file")?;
+        let (cert, key) = match (cert, key) {
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(given), None) => return Err(required("public_tls_key_file", &given)),
+            (None, Some(given)) => return Err(required("public_tls_cert_file", &given)),
+        };
+        PublicTls::from_pem_files(&cert.path, &key.path)
+            .map(Some)
+            .map_err(|error| tls_file_error(error, &cert, &key, None))
+    }
+
+    /// `internal_tls_cert_file`, `internal_tls_key_file` and `internal_tls_ca_file`:
+    /// all three or none.
+    fn internal_tls(&mut self) -> Result<Option<InternalTls>, ConfigError> {
+        let cert = self.file("internal_tls_cert_file")?;
+        let key = self.file("internal_tls_key_file")?;
+        let ca = self.file("internal_tls_ca_file")?;
+        let (cert, key, ca) = match (cert, key, ca) {
+            (None, None, None) => return Ok(None),
+            (Some(cert), Some(key), Some(ca)) => (cert, key, ca),
+            (cert, key, ca) => {
+                let names = [
+                    "internal_tls_cert_file",
+                    "internal_tls_key_file",
+                    "internal_tls_ca_file",
+                ];
+                let files = [cert, key, ca];
+                let missing = names
+                    .iter()
+                    .zip(&files)
+                    .find_map(|(name, file)| file.is_none().then_some(*name));
+                let given = files.iter().flatten().next();
+                return match (missing, given) {
+                    (Some(missing), Some(given)) => Err(required(missing, given)),
+                    _ => Ok(None),
+                };
+            }
+        };
+        InternalTls::from_pem_files(&cert.path, &key.path, &ca.path)
+            .map(Some)
+            .map_err(|error| tls_file_error(error, &cert, &key, Some(&ca)))
+    }
+}
+
+fn required(missing: &'static str, given: &GivenFile) -> ConfigError {
+    ConfigError::Incompatible {
+        key: missing,
+        problem: format!(
+            "is required when `{}` is set (from {})",
+            given.key, given.origin
+        ),
+    }
+}
+
+/// The error for a TLS file, naming the key of the file at fault.
+fn tls_file_error(
+    error: PemError,
+    cert: &GivenFile,
+    key: &GivenFile,
+    ca: Option<&GivenFile>,
+) -> ConfigError {
+    let file = match (error.file, ca) {
+        (PemFile::Cert, _) => cert,
+        (PemFile::Key, _) => key,
+        (PemFile::Ca, Some(ca)) => ca,
+        (PemFile::Ca, None) => cert,
+    };
+    ConfigError::TlsFile {
+        key: file.key,
+        path: file.path.clone(),
+        origin: file.origin.clone(),
+        problem: error.problem,
     }
 }
 
@@ -1691,6 +1876,246 @@ mod tests {
 
         let message = error_of(load_env(&[("SESSIONMESH_INTERNAL_ADDR", "127.0.0.1:8080")]));
         assert!(message.contains("`internal_addr`"), "{message}");
+    }
+
+    /// PEM files: a CA, a certificate it issued for localhost and its key, a key
+    /// of another certificate, and a certificate with its key from another CA.
+    struct TestPki {
+        ca: PathBuf,
+        cert: PathBuf,
+        key: PathBuf,
+        other_key: PathBuf,
+        stranger_cert: PathBuf,
+        stranger_key: PathBuf,
+    }
+
+    fn test_pki(dir: &TempDir) -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca = |dir: &TempDir, name: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let cert = params.self_signed(&key).unwrap();
+            dir.write(name, &cert.pem());
+            Issuer::new(params, key)
+        };
+        let leaf = |issuer: &Issuer<'_, KeyPair>| {
+            let key = KeyPair::generate().unwrap();
+            let params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            let cert = params.signed_by(&key, issuer).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let issuer = ca(dir, "ca.pem");
+        let (cert, key) = leaf(&issuer);
+        let (_, other_key) = leaf(&issuer);
+        let (stranger_cert, stranger_key) = leaf(&ca(dir, "stranger-ca.pem"));
+        TestPki {
+            ca: dir.0.join("ca.pem"),
+            cert: dir.write("node.crt", &cert),
+            key: dir.write("node.key", &key),
+            other_key: dir.write("other.key", &other_key),
+            stranger_cert: dir.write("stranger.crt", &stranger_cert),
+            stranger_key: dir.write("stranger.key", &stranger_key),
+        }
+    }
+
+    fn path(path: &Path) -> &str {
+        path.to_str().unwrap()
+    }
+
+    #[test]
+    fn tls_is_off_by_default_and_on_with_its_files() {
+        let config = load_env(&[]).unwrap();
+        assert!(config.public_tls.is_none() && config.internal_tls.is_none());
+        assert_eq!(config.public_scheme(), Scheme::Http);
+        assert_eq!(config.internal_scheme(), Scheme::Http);
+        assert!(!config.cookie_secure);
+
+        let dir = TempDir::new();
+        let pki = test_pki(&dir);
+        let config = load_env(&[
+            ("SESSIONMESH_PUBLIC_TLS_CERT_FILE", path(&pki.cert)),
+            ("SESSIONMESH_PUBLIC_TLS_KEY_FILE", path(&pki.key)),
+        ])
+        .unwrap();
+        assert!(config.public_tls.is_some() && config.internal_tls.is_none());
+        assert_eq!(config.public_scheme(), Scheme::Https);
+        assert!(
+            config.cookie_secure,
+            "HTTPS makes Secure cookies the default"
+        );
+        assert!(!format!("{config:?}").contains("PRIVATE KEY"));
+
+        // Relative paths in the file are relative to its directory; flags work too.
+        let file = dir.write(
+            "node.toml",
+            "internal_tls_cert_file = \"node.crt\"\ninternal_tls_key_file = \"node.key\"\n\
+             cookie_secure = false",
+        );
+        let args = ServeArgs {
+            config: Some(file),
+            internal_tls_ca_file: Some(path(&pki.ca).to_owned()),
+            public_tls_cert_file: Some(path(&pki.cert).to_owned()),
+            public_tls_key_file: Some(path(&pki.key).to_owned()),
+            ..ServeArgs::default()
+        };
+        let config = Config::load_from(&args, []).unwrap();
+        assert_eq!(config.internal_scheme(), Scheme::Https);
+        assert_eq!(config.public_scheme(), Scheme::Https);
+        assert!(!config.cookie_secure, "an explicit setting wins");
+    }
+
+    #[test]
+    fn tls_errors_name_the_key() {
+        let dir = TempDir::new();
+        let pki = test_pki(&dir);
+        let garbage = dir.write("garbage.pem", "not a certificate\n");
+        let bad_base64 = dir.write(
+            "bad.pem",
+            "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        );
+        let not_der = dir.write(
+            "notder.pem",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        );
+        let (cert, key, ca) = (path(&pki.cert), path(&pki.key), path(&pki.ca));
+        type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
+        let cases: Vec<Case> = vec![
+            (
+                vec![("PUBLIC_TLS_CERT_FILE", cert)],
+                "`public_tls_key_file` is required when `public_tls_cert_file` is set",
+                "",
+            ),
+            (
+                vec![("PUBLIC_TLS_KEY_FILE", key)],
+                "`public_tls_cert_file` is required when `public_tls_key_file` is set",
+                "",
+            ),
+            (
+                vec![
+                    ("INTERNAL_TLS_CERT_FILE", cert),
+                    ("INTERNAL_TLS_KEY_FILE", key),
+                ],
+                "`internal_tls_ca_file` is required",
+                "",
+            ),
+            (
+                vec![("INTERNAL_TLS_CA_FILE", ca)],
+                "`internal_tls_cert_file` is required",
+                "",
+            ),
+            (
+                vec![
+                    ("PUBLIC_TLS_CERT_FILE", "/nonexistent/c.pem"),
+                    ("PUBLIC_TLS_KEY_FILE", key),
+                ],
+                "unusable `public_tls_cert_file` /nonexistent/c.pem",
+                "cannot read it",
+            ),
+            (
+                vec![
+                    ("PUBLIC_TLS_CERT_FILE", path(&garbage)),
+                    ("PUBLIC_TLS_KEY_FILE", key),
+                ],
+                "unusable `public_tls_cert_file`",
+                "no PEM certificate",
+            ),
+            (
+                vec![
+                    ("PUBLIC_TLS_CERT_FILE", path(&bad_base64)),
+                    ("PUBLIC_TLS_KEY_FILE", key),
+                ],
+                "unusable `public_tls_cert_file`",
+                "not valid PEM",
+            ),
+            (
+                vec![
+                    ("PUBLIC_TLS_CERT_FILE", path(&not_der)),
+                    ("PUBLIC_TLS_KEY_FILE", key),
+                ],
+                "unusable `public_tls_cert_file`",
+                "not a usable certificate",
+            ),
+            (
+                vec![
+                    ("PUBLIC_TLS_CERT_FILE", cert),
+                    ("PUBLIC_TLS_KEY_FILE", path(&garbage)),
+                ],
+                "unusable `public_tls_key_file`",
+                "no PEM private key",
+            ),
+            (
+                vec![
+                    ("PUBLIC_TLS_CERT_FILE", cert),
+                    ("PUBLIC_TLS_KEY_FILE", cert),
+                ],
+                "unusable `public_tls_key_file`",
+                "no PEM private key",
+            ),
+            (
+                vec![
+                    ("PUBLIC_TLS_CERT_FILE", cert),
+                    ("PUBLIC_TLS_KEY_FILE", path(&pki.other_key)),
+                ],
+                "unusable `public_tls_key_file`",
+                "does not match the certificate",
+            ),
+            (
+                vec![("PUBLIC_TLS_CERT_FILE", " "), ("PUBLIC_TLS_KEY_FILE", key)],
+                "invalid value for `public_tls_cert_file`",
+                "a file path",
+            ),
+            (
+                vec![
+                    ("INTERNAL_TLS_CERT_FILE", cert),
+                    ("INTERNAL_TLS_KEY_FILE", key),
+                    ("INTERNAL_TLS_CA_FILE", path(&garbage)),
+                ],
+                "unusable `internal_tls_ca_file`",
+                "no PEM certificate",
+            ),
+            (
+                vec![
+                    ("INTERNAL_TLS_CERT_FILE", cert),
+                    ("INTERNAL_TLS_KEY_FILE", key),
+                    ("INTERNAL_TLS_CA_FILE", path(&not_der)),
+                ],
+                "unusable `internal_tls_ca_file`",
+                "not a usable CA certificate",
+            ),
+            (
+                vec![
+                    ("INTERNAL_TLS_CERT_FILE", path(&pki.stranger_cert)),
+                    ("INTERNAL_TLS_KEY_FILE", path(&pki.stranger_key)),
+                    ("INTERNAL_TLS_CA_FILE", ca),
+                ],
+                "unusable `internal_tls_cert_file`",
+                "not accepted by the CA bundle",
+            ),
+            (
+                vec![
+                    ("INTERNAL_TLS_CERT_FILE", cert),
+                    ("INTERNAL_TLS_KEY_FILE", path(&pki.other_key)),
+                    ("INTERNAL_TLS_CA_FILE", ca),
+                ],
+                "unusable `internal_tls_key_file`",
+                "does not match",
+            ),
+        ];
+        for (vars, start, detail) in cases {
+            let vars: Vec<(String, &str)> = vars
+                .into_iter()
+                .map(|(k, v)| (format!("SESSIONMESH_{k}"), v))
+                .collect();
+            let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            let message = error_of(load_env(&refs));
+            assert!(message.starts_with(start), "{vars:?}: {message}");
+            assert!(message.contains(detail), "{vars:?}: {message}");
+            assert!(
+                message.contains("(from SESSIONMESH_"),
+                "{vars:?}: {message}"
+            );
+        }
     }
 
     fn shipped(path: &str) -> PathBuf {

@@ -12,7 +12,8 @@
 //! - [`replication`]: each write is copied to the next nodes clockwise before it
 //!   is acknowledged; after a ring change, copies move to their new holders.
 //! - [`http`]: public pages and JSON API, cluster/health routes, the internal
-//!   listener (every request signed with the cluster secret, see [`auth`]).
+//!   listener (every request signed with the cluster secret, see [`auth`]);
+//!   [`tls`] optionally puts either listener, and every request to a peer, on TLS.
 //! - [`node`]: start-up in order, graceful leave in reverse; [`config`] is parsed once.
 //! - [`metrics`]: Prometheus families of one node; `/dashboard` and the [`cli`]
 //!   subcommands (`status`, `whereis`, `leave`, `local-cluster`) are built on the
@@ -31,6 +32,7 @@ pub mod replication;
 pub mod ring;
 pub mod routing;
 pub mod session;
+pub mod tls;
 
 pub use config::Config;
 pub use node::{start, BoundAddrs, Node, NodeHandle};

@@ -5,6 +5,10 @@
 //! Leave: announce `leaving` (peers drop the node from their rings and `/readyz`
 //! turns 503), keep serving for a few gossip rounds, stop the HTTP servers letting
 //! in-flight requests finish, then stop the purge task and gossip.
+//!
+//! Either HTTP listener serves TLS when the configuration carries certificates
+//! ([`crate::tls`]); the limits (request timeout, connections, headers) are the
+//! same on both kinds.
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
@@ -30,6 +34,7 @@ use crate::replication::{Replication, ReplicationConfig, FALLBACKS};
 use crate::ring::NodeId;
 use crate::routing;
 use crate::session::{now_millis, SessionId, Store};
+use crate::tls::PeerTransport;
 
 /// How long one pass of the expiry purge over every store shard takes.
 const PURGE_SWEEP: Duration = Duration::from_secs(10);
@@ -46,6 +51,8 @@ pub struct Node {
     signer: Signer,
     status: AtomicU8,
     metrics: Metrics,
+    /// How this node dials peers' internal listeners (plain HTTP or mutual TLS).
+    transport: PeerTransport,
     /// Cancelled when an operator asks this node to leave (`POST /api/admin/leave`).
     leave: CancellationToken,
 }
@@ -81,6 +88,11 @@ impl Node {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// How this node dials peers: every node-to-node client and URL comes from it.
+    pub fn transport(&self) -> &PeerTransport {
+        &self.transport
     }
 
     /// Asks the process running this node to leave gracefully, as on SIGTERM
@@ -231,6 +243,7 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
 
     let public_advertise = config.advertised_addr(public_addr);
     let internal_advertise = config.advertised_addr(internal_addr);
+    let transport = PeerTransport::new(&config);
 
     // Gossip: when the port was chosen for us, a race with another process for it
     // is possible between probing and chitchat's bind; retry with a new port.
@@ -263,6 +276,7 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
             ring_copies: config.replication_factor.get() + FALLBACKS,
             initial_status: Status::Joining,
             signer: Signer::new(config.cluster_secret.clone()),
+            transport: transport.clone(),
         };
         match Membership::start(membership_config).await {
             Ok(m) => break (m, gossip_listen),
@@ -290,7 +304,12 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
         store.clone(),
         membership.view_cell().clone(),
         membership.subscribe(),
-        InternalClient::new(id.clone(), signer.clone(), config.forward_timeout)?,
+        InternalClient::new(
+            id.clone(),
+            signer.clone(),
+            config.forward_timeout,
+            &transport,
+        )?,
     )
     .context("starting the pause watch thread")?;
     let node = web::Data::new(Node {
@@ -304,6 +323,7 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
         status: AtomicU8::new(0),
         metrics: Metrics::new(&config.node_id),
         leave: CancellationToken::new(),
+        transport,
         config,
     });
     let workers = node.config.workers;
@@ -312,6 +332,16 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
     let max_forwards = node.config.max_forwards;
     let max_connections = node.config.max_connections;
     let request_timeout = node.config.request_timeout;
+    let public_tls = node
+        .config
+        .public_tls
+        .as_ref()
+        .map(|tls| tls.server_config());
+    let internal_tls = node
+        .config
+        .internal_tls
+        .as_ref()
+        .map(|tls| tls.server_config());
 
     let peer_client = {
         let node = node.clone();
@@ -321,15 +351,25 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
                 node.signer.clone(),
                 forward_timeout,
                 max_forwards,
+                &node.transport,
             )
-            .expect("an HTTP client without TLS always builds");
+            .expect("the peer client was built once before the servers started");
             web::Data::new(client)
         }
     };
+    // Fail here, not in a worker thread, if the peer client cannot be built.
+    PeerClient::new(
+        id.clone(),
+        node.signer.clone(),
+        forward_timeout,
+        max_forwards,
+        &node.transport,
+    )
+    .context("building the client for peers")?;
     let public_server = {
         let node = node.clone();
         let peer_client = peer_client.clone();
-        HttpServer::new(move || http::public_app(node.clone(), peer_client()))
+        let server = HttpServer::new(move || http::public_app(node.clone(), peer_client()))
             .workers(workers)
             .disable_signals()
             .shutdown_timeout(grace)
@@ -342,13 +382,16 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
             .max_connections(max_connections)
             // Answers leave in one segment or more without waiting on Nagle
             // (a streamed answer is written in several pieces).
-            .tcp_nodelay(true)
-            .listen(public_listener)?
-            .run()
+            .tcp_nodelay(true);
+        match public_tls {
+            Some(tls) => server.listen_rustls_0_23(public_listener, tls)?,
+            None => server.listen(public_listener)?,
+        }
+        .run()
     };
     let internal_server = {
         let node = node.clone();
-        HttpServer::new(move || http::internal_app(node.clone(), peer_client()))
+        let server = HttpServer::new(move || http::internal_app(node.clone(), peer_client()))
             .workers(workers)
             .disable_signals()
             .shutdown_timeout(grace)
@@ -357,9 +400,12 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
             .keep_alive(Duration::from_secs(75))
             .client_request_timeout(request_timeout)
             .max_connections(max_connections)
-            .tcp_nodelay(true)
-            .listen(internal_listener)?
-            .run()
+            .tcp_nodelay(true);
+        match internal_tls {
+            Some(tls) => server.listen_rustls_0_23(internal_listener, tls)?,
+            None => server.listen(internal_listener)?,
+        }
+        .run()
     };
     let public = public_server.handle();
     let internal = internal_server.handle();
@@ -389,8 +435,10 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
         advertised_public = %public_advertise,
         advertised_internal = %internal_advertise,
         replication_factor = node.config.replication_factor.get(),
-        "node ready: open http://{}/",
-        public_advertise
+        public_scheme = %node.config.public_scheme(),
+        internal_scheme = %node.config.internal_scheme(),
+        "node ready: open {}",
+        node.config.public_scheme().url(&public_advertise, "/")
     );
     Ok(NodeHandle {
         node,

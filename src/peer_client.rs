@@ -14,6 +14,7 @@ use futures_util::TryStreamExt;
 use crate::auth::{self, Signer};
 use crate::http::ApiError;
 use crate::ring::NodeId;
+use crate::tls::PeerTransport;
 
 /// Header naming the entry node on forwarded requests and their responses.
 pub const ENTRY_NODE: &str = "x-entry-node";
@@ -43,6 +44,7 @@ fn is_hop_by_hop(name: &str) -> bool {
 
 pub struct PeerClient {
     http: reqwest::Client,
+    transport: PeerTransport,
     signer: Signer,
     self_id: NodeId,
     /// Bounds the forwards in flight from this worker; past it, fail fast.
@@ -55,9 +57,10 @@ impl PeerClient {
         signer: Signer,
         timeout: Duration,
         max_inflight: usize,
+        transport: &PeerTransport,
     ) -> anyhow::Result<PeerClient> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
+        let http = transport
+            .client_builder()
             .http1_only()
             .tcp_nodelay(true)
             .connect_timeout(timeout.min(Duration::from_secs(1)))
@@ -68,6 +71,7 @@ impl PeerClient {
             .build()?;
         Ok(PeerClient {
             http,
+            transport: transport.clone(),
             signer,
             self_id,
             inflight: tokio::sync::Semaphore::new(max_inflight),
@@ -101,7 +105,7 @@ impl PeerClient {
             .map_err(|_| ApiError::bad_request("bad_method", "unsupported HTTP method"))?;
         let mut request = self
             .http
-            .request(method.clone(), format!("http://{internal_addr}{path}"))
+            .request(method.clone(), self.transport.url(internal_addr, &path))
             .header(
                 auth::HEADER,
                 self.signer

@@ -16,22 +16,30 @@ pub struct HealthcheckArgs {
     /// Give up after this long.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
 }
 
 pub fn run(args: HealthcheckArgs) -> ExitCode {
     let path = if args.ready { "/readyz" } else { "/healthz" };
-    let url = format!("{}{path}", args.node.trim_end_matches('/'));
+    let base = super::base_url(&args.node, &args.tls);
+    let url = format!("{base}{path}");
     let probe = async {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(args.timeout)
-            .build()?;
-        client.get(&url).send().await?.error_for_status()
+        let client = super::client(args.timeout, &args.tls, &base)?;
+        let response = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {}", super::describe(&e)))?;
+        match response.status() {
+            status if status.is_success() => Ok(()),
+            status => Err(format!("{url}: {status}")),
+        }
     };
     match super::block_on(probe) {
-        Ok(Ok(_)) => ExitCode::SUCCESS,
+        Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(error)) => {
-            eprintln!("sessionmesh healthcheck: {url}: {error}");
+            eprintln!("sessionmesh healthcheck: {error}");
             ExitCode::FAILURE
         }
         Err(error) => {

@@ -37,6 +37,8 @@ pub struct LeaveArgs {
     /// Send the request and return without following the leave.
     #[arg(long)]
     pub no_wait: bool,
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
 }
 
 fn trim_newlines(mut bytes: &[u8]) -> &[u8] {
@@ -103,8 +105,8 @@ pub fn run(args: LeaveArgs) -> ExitCode {
 }
 
 async fn leave(args: &LeaveArgs, signer: Signer) -> Result<(), String> {
-    let base = super::base_url(&args.node);
-    let client = super::client(Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let base = super::base_url(&args.node, &args.tls);
+    let client = super::client(Duration::from_secs(5), &args.tls, &base)?;
     let cluster = super::get_json(&client, &format!("{base}/api/cluster")).await?;
     let node_id = cluster["node_id"]
         .as_str()

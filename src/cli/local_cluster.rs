@@ -121,6 +121,12 @@ pub fn run(args: LocalClusterArgs) -> ExitCode {
     }
 }
 
+/// The URL of `path` on a node's public listener.
+fn public_url(handle: &NodeHandle, path: &str) -> String {
+    let addr = handle.addrs().public.to_string();
+    handle.node().config().public_scheme().url(&addr, path)
+}
+
 async fn local_cluster(args: LocalClusterArgs) -> Result<(), String> {
     let cookie = printable_secret();
     let cluster = printable_secret();
@@ -150,9 +156,9 @@ async fn serve(
         match start(config).await {
             Ok(handle) => {
                 println!(
-                    "  [{}/{n}] {id} ready on http://{} ({} ms)",
+                    "  [{}/{n}] {id} ready on {} ({} ms)",
                     i + 1,
-                    handle.addrs().public,
+                    public_url(&handle, ""),
                     started.elapsed().as_millis()
                 );
                 if seeds.is_empty() {
@@ -191,19 +197,19 @@ async fn serve(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let first = handles.iter().flatten().next().map(|h| h.addrs().public);
+    let first = handles.iter().flatten().next().map(|h| public_url(h, ""));
     println!();
     println!("sessionmesh local cluster of {n} nodes is up:");
     for h in handles.iter().flatten() {
-        println!("  {:<8} http://{}/", h.node().id(), h.addrs().public);
+        println!("  {:<8} {}", h.node().id(), public_url(h, "/"));
     }
     if let Some(first) = first {
         println!();
-        println!("  dashboard  http://{first}/dashboard");
-        println!("  try        http://{first}/login?name=Ada  then / on any other node");
-        println!("  status     sessionmesh status --node http://{first}");
+        println!("  dashboard  {first}/dashboard");
+        println!("  try        {first}/login?name=Ada  then / on any other node");
+        println!("  status     sessionmesh status --node {first}");
         println!(
-            "  leave      SESSIONMESH_CLUSTER_SECRET_FILE={} sessionmesh leave --node http://{first}",
+            "  leave      SESSIONMESH_CLUSTER_SECRET_FILE={} sessionmesh leave --node {first}",
             secret_file.display()
         );
     }

@@ -2,7 +2,9 @@
 //!
 //! Each subcommand lives in its own file and exposes `run(args) -> ExitCode`.
 //! The operator commands (`status`, `whereis`, `leave`) talk to a node's public
-//! listener only, so they work wherever an operator can reach one node.
+//! listener only, so they work wherever an operator can reach one node. A node
+//! whose public listener serves TLS is named `https://...`, with `--ca-file`
+//! naming the CA certificates to trust for it (no system roots are used).
 
 mod healthcheck;
 mod leave;
@@ -10,10 +12,11 @@ mod local_cluster;
 mod status;
 mod whereis;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 pub use healthcheck::HealthcheckArgs;
 pub use leave::LeaveArgs;
@@ -58,23 +61,53 @@ pub(crate) fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, s
         .block_on(future))
 }
 
-/// The base URL of a node: `http://` added when no scheme is given, no trailing slash.
-pub(crate) fn base_url(node: &str) -> String {
+/// How a command verifies a node that serves HTTPS.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// PEM bundle of the CA certificates that issued the node's public certificate,
+    /// for an https --node (then a --node without scheme means https)
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The base URL of a node, no trailing slash; without a scheme, `https://` when a
+/// CA is given, else `http://`.
+pub(crate) fn base_url(node: &str, tls: &TlsArgs) -> String {
     let node = node.trim().trim_end_matches('/');
     if node.contains("://") {
         node.to_owned()
+    } else if tls.ca_file.is_some() {
+        format!("https://{node}")
     } else {
         format!("http://{node}")
     }
 }
 
-/// An HTTP client for talking to a node's public listener.
-pub(crate) fn client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// An HTTP client for talking to the public listener at `base`: over HTTPS it
+/// trusts only the CA certificates of `--ca-file`.
+pub(crate) fn client(
+    timeout: Duration,
+    tls: &TlsArgs,
+    base: &str,
+) -> Result<reqwest::Client, String> {
+    let builder = reqwest::Client::builder()
         .no_proxy()
         .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
+        .redirect(reqwest::redirect::Policy::none());
+    let builder = match &tls.ca_file {
+        Some(path) => {
+            let config = crate::tls::client_config_trusting(path)
+                .map_err(|e| format!("--ca-file {}: {}", path.display(), e.problem))?;
+            builder.use_preconfigured_tls(config)
+        }
+        None if base.starts_with("https://") => {
+            return Err(format!(
+                "{base} is https: pass --ca-file with the CA certificate(s) that issued its certificate"
+            ))
+        }
+        None => builder,
+    };
+    builder.build().map_err(|e| e.to_string())
 }
 
 /// GETs `url` and parses a JSON answer; the error says what went wrong in words.
@@ -101,7 +134,9 @@ pub(crate) async fn get_json(
 }
 
 pub(crate) fn describe(error: &reqwest::Error) -> String {
-    if error.is_connect() {
+    if crate::tls::is_tls_error(error) {
+        format!("TLS failed (is --ca-file the CA that issued the node's certificate, and the host a name in it?): {}", crate::tls::error_chain(error))
+    } else if error.is_connect() {
         "cannot connect (is the node running, and is this its public address?)".to_owned()
     } else if error.is_timeout() {
         "timed out".to_owned()
@@ -148,8 +183,16 @@ mod tests {
 
     #[test]
     fn urls_and_tables() {
-        assert_eq!(base_url("127.0.0.1:8080/"), "http://127.0.0.1:8080");
-        assert_eq!(base_url("https://a.example"), "https://a.example");
+        let plain = TlsArgs::default();
+        assert_eq!(base_url("127.0.0.1:8080/", &plain), "http://127.0.0.1:8080");
+        assert_eq!(base_url("https://a.example", &plain), "https://a.example");
+        let tls = TlsArgs {
+            ca_file: Some("ca.pem".into()),
+        };
+        assert_eq!(base_url("a.example:8080", &tls), "https://a.example:8080");
+        assert_eq!(base_url("http://a.example", &tls), "http://a.example");
+        let error = client(Duration::from_secs(1), &plain, "https://a.example").unwrap_err();
+        assert!(error.contains("--ca-file"), "{error}");
         let t = table(&["A", "BB"], &[vec!["xyz".into(), "1".into()]]);
         assert_eq!(t, "A    BB\nxyz  1\n");
     }

@@ -18,13 +18,15 @@ pub struct StatusArgs {
     /// Give up after this long.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
 }
 
 pub fn run(args: StatusArgs) -> ExitCode {
-    let base = super::base_url(&args.node);
+    let base = super::base_url(&args.node, &args.tls);
     let url = format!("{base}/api/cluster/overview");
     let fetch = async {
-        let client = super::client(args.timeout).map_err(|e| e.to_string())?;
+        let client = super::client(args.timeout, &args.tls, &base)?;
         super::get_json(&client, &url).await
     };
     match super::block_on(fetch) {

@@ -21,10 +21,12 @@ pub struct WhereisArgs {
     /// Give up after this long.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
 }
 
 pub fn run(args: WhereisArgs) -> ExitCode {
-    let base = super::base_url(&args.node);
+    let base = super::base_url(&args.node, &args.tls);
     let url = match reqwest::Url::parse(&format!("{base}/api/cluster/whereis/")) {
         Ok(mut url) => {
             if let Ok(mut segments) = url.path_segments_mut() {
@@ -38,7 +40,7 @@ pub fn run(args: WhereisArgs) -> ExitCode {
         }
     };
     let fetch = async {
-        let client = super::client(args.timeout).map_err(|e| e.to_string())?;
+        let client = super::client(args.timeout, &args.tls, &base)?;
         super::get_json(&client, url.as_str()).await
     };
     match super::block_on(fetch) {

@@ -11,7 +11,7 @@
 //! Answers are cached per worker for [`CACHE_FOR`], which bounds the fan-out
 //! that anonymous callers can cause to one round per member per period.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpResponse};
@@ -74,16 +74,9 @@ async fn internal(node: web::Data<Node>) -> HttpResponse {
 
 thread_local! {
     /// One client per actix worker: a pool must live on the runtime that drives it.
-    static CLIENT: reqwest::Client = reqwest::Client::builder()
-        .no_proxy()
-        .http1_only()
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(PEER_TIMEOUT)
-        // Below the internal listener's keep-alive (75 s), so that a pooled
-        // connection is never closed under a request.
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build()
-        .unwrap_or_default();
+    /// Built on first use, from the node's transport (plain HTTP or mutual TLS):
+    /// a worker thread serves one node only.
+    static CLIENT: OnceCell<reqwest::Client> = const { OnceCell::new() };
     /// The last overview this worker gathered: (node generation, when, body).
     static CACHE: RefCell<Option<(u64, Instant, Bytes)>> = const { RefCell::new(None) };
 }
@@ -92,10 +85,24 @@ thread_local! {
 async fn fetch_peer(node: &Node, member: &MemberReport) -> Value {
     let started = Instant::now();
     let id = &member.member.node_id;
-    let url = format!("http://{}{INTERNAL_PATH}", member.member.internal_addr);
+    let url = node
+        .transport()
+        .url(&member.member.internal_addr, INTERNAL_PATH);
     let signature = node.signer().sign(node.id(), "GET", INTERNAL_PATH, b"");
     let request = CLIENT.with(|client| {
         client
+            .get_or_init(|| {
+                node.transport()
+                    .client_builder()
+                    .http1_only()
+                    .connect_timeout(Duration::from_secs(1))
+                    .timeout(PEER_TIMEOUT)
+                    // Below the internal listener's keep-alive (75 s), so that a
+                    // pooled connection is never closed under a request.
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .build()
+                    .unwrap_or_default()
+            })
             .get(&url)
             .header(crate::auth::HEADER, signature)
             .send()

@@ -9,6 +9,10 @@
 //! wrong proof, or an answer from another node id or generation (an address that
 //! points at somebody else), refuses the member; an unreachable one is retried.
 //! The challenge itself is signed, so a stranger cannot use a node as an oracle.
+//!
+//! With internal TLS on, the challenge goes over mutual TLS: a member whose
+//! certificate the cluster's CA did not issue (or that does not speak TLS) fails
+//! the handshake and is refused like a wrong proof.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,6 +27,7 @@ use tokio::time::Instant;
 use super::Member;
 use crate::auth::{self, Signer};
 use crate::ring::NodeId;
+use crate::tls::{self, PeerTransport};
 
 /// Route of the challenge on the internal listener.
 pub const ADMISSION_PATH: &str = "/internal/admission";
@@ -121,14 +126,20 @@ pub(super) struct Admission {
     cluster_id: String,
     signer: Signer,
     client: reqwest::Client,
+    transport: PeerTransport,
     states: HashMap<Key, State>,
     probes: JoinSet<(Key, Outcome)>,
 }
 
 impl Admission {
-    pub fn new(self_key: Key, cluster_id: String, signer: Signer) -> anyhow::Result<Admission> {
-        let client = reqwest::Client::builder()
-            .no_proxy()
+    pub fn new(
+        self_key: Key,
+        cluster_id: String,
+        signer: Signer,
+        transport: &PeerTransport,
+    ) -> anyhow::Result<Admission> {
+        let client = transport
+            .client_builder()
             .connect_timeout(Duration::from_millis(500))
             .timeout(Duration::from_secs(2))
             .redirect(reqwest::redirect::Policy::none())
@@ -138,6 +149,7 @@ impl Admission {
             cluster_id,
             signer,
             client,
+            transport: transport.clone(),
             states: HashMap::new(),
             probes: JoinSet::new(),
         })
@@ -173,6 +185,7 @@ impl Admission {
                 .insert(key, State::Probing { failures, refused });
             self.probes.spawn(probe(
                 self.client.clone(),
+                self.transport.clone(),
                 self.signer.clone(),
                 self.self_key.0.clone(),
                 self.cluster_id.clone(),
@@ -242,6 +255,7 @@ impl Admission {
 /// Challenges `member` at its internal address.
 async fn probe(
     client: reqwest::Client,
+    transport: PeerTransport,
     signer: Signer,
     self_id: NodeId,
     cluster_id: String,
@@ -251,10 +265,14 @@ async fn probe(
     let nonce = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>());
     let path = format!("{ADMISSION_PATH}?nonce={nonce}");
     let request = client
-        .get(format!("http://{}{path}", member.internal_addr))
+        .get(transport.url(&member.internal_addr, &path))
         .header(auth::HEADER, signer.sign(&self_id, "GET", &path, b""))
         .send();
     let outcome = match request.await {
+        Err(e) if tls::is_tls_error(&e) => Outcome::Refused(format!(
+            "TLS failed (a certificate that internal_tls_ca_file did not issue?): {}",
+            tls::error_chain(&e)
+        )),
         Err(e) => Outcome::Unreachable(e.to_string()),
         Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED => {
             Outcome::Refused("it refused our challenge: another cluster secret".to_owned())

@@ -88,6 +88,8 @@ pub struct MembershipConfig {
     pub initial_status: Status,
     /// Signs admission challenges and checks the proofs (the cluster secret).
     pub signer: crate::auth::Signer,
+    /// How admission challenges reach members' internal listeners.
+    pub transport: crate::tls::PeerTransport,
 }
 
 /// One immutable snapshot of the cluster as this node sees it.
@@ -245,6 +247,7 @@ impl Membership {
             (self_id.clone(), config.generation),
             config.cluster_id.clone(),
             config.signer.clone(),
+            &config.transport,
         )?;
         let first = {
             let cc = chitchat.chitchat();

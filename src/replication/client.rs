@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{self, Signer};
 use crate::ring::NodeId;
 use crate::session::{Record, SessionId};
+use crate::tls::PeerTransport;
 
 /// Path of the batch replication route on the internal listener.
 pub const REPLICATE_PATH: &str = "/internal/replicate";
@@ -49,6 +50,7 @@ pub enum PeerError {
 #[derive(Clone)]
 pub struct InternalClient {
     http: reqwest::Client,
+    transport: PeerTransport,
     signer: Signer,
     self_id: NodeId,
 }
@@ -58,9 +60,10 @@ impl InternalClient {
         self_id: NodeId,
         signer: Signer,
         timeout: Duration,
+        transport: &PeerTransport,
     ) -> anyhow::Result<InternalClient> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
+        let http = transport
+            .client_builder()
             .http1_only()
             .tcp_nodelay(true)
             .connect_timeout(timeout.min(Duration::from_millis(500)))
@@ -70,6 +73,7 @@ impl InternalClient {
             .build()?;
         Ok(InternalClient {
             http,
+            transport: transport.clone(),
             signer,
             self_id,
         })
@@ -98,7 +102,7 @@ impl InternalClient {
         let body = serde_json::to_vec(&batch).map_err(|e| PeerError::Failed(e.to_string()))?;
         let response = self
             .http
-            .post(format!("http://{internal_addr}{REPLICATE_PATH}"))
+            .post(self.transport.url(internal_addr, REPLICATE_PATH))
             .header(
                 auth::HEADER,
                 self.signer
@@ -124,7 +128,7 @@ impl InternalClient {
         let path = format!("{SESSIONS_PATH}/{id}");
         let response = self
             .http
-            .get(format!("http://{internal_addr}{path}"))
+            .get(self.transport.url(internal_addr, &path))
             .header(
                 auth::HEADER,
                 self.signer.sign(&self.self_id, "GET", &path, b""),

@@ -2,6 +2,8 @@
 //! and helpers that wait for a condition with a timeout instead of sleeping.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::collections::HashSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -136,13 +138,17 @@ impl Cluster {
         .await
     }
 
-    /// `http://<public addr>` of node `i` (0-based).
+    /// `http://<public addr><path>` of node `i` (0-based); `https` when it serves TLS.
     pub fn url(&self, i: usize, path: &str) -> String {
-        format!("http://{}{}", self.nodes[i].addrs().public, path)
+        let node = &self.nodes[i];
+        let addr = node.addrs().public.to_string();
+        node.node().config().public_scheme().url(&addr, path)
     }
 
     pub fn internal_url(&self, i: usize, path: &str) -> String {
-        format!("http://{}{}", self.nodes[i].addrs().internal, path)
+        let node = &self.nodes[i];
+        let addr = node.addrs().internal.to_string();
+        node.node().config().internal_scheme().url(&addr, path)
     }
 
     pub fn id(&self, i: usize) -> String {
@@ -194,6 +200,8 @@ pub struct ChildNode {
     pub public: std::net::SocketAddr,
     pub internal: std::net::SocketAddr,
     pub gossip: std::net::SocketAddr,
+    /// `http` or `https`, as the public listener serves.
+    pub scheme: String,
     pub lines: std::sync::mpsc::Receiver<String>,
 }
 
@@ -271,6 +279,7 @@ impl ChildNode {
                     public: addr("public"),
                     internal: addr("internal"),
                     gossip: addr("gossip"),
+                    scheme: event["public_scheme"].as_str().unwrap_or("http").to_owned(),
                     child,
                     lines,
                 };
@@ -279,7 +288,7 @@ impl ChildNode {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.public, path)
+        format!("{}://{}{}", self.scheme, self.public, path)
     }
 
     /// Sends a signal (`TERM`, `KILL`, ...) to the child.
@@ -321,10 +330,20 @@ impl ChildCluster {
     /// Starts `n` nodes `node1..n` with `extra` flags, each seeded with the ones
     /// before, and waits until they agree on a ring of `n`.
     pub async fn start(n: usize, extra: &[&str]) -> ChildCluster {
+        ChildCluster::start_with_client(n, extra, client()).await
+    }
+
+    /// Same as [`ChildCluster::start`], talking to the nodes with `http` (for
+    /// nodes that serve HTTPS).
+    pub async fn start_with_client(
+        n: usize,
+        extra: &[&str],
+        http: reqwest::Client,
+    ) -> ChildCluster {
         let mut cluster = ChildCluster {
             secrets: Secrets::new(),
             nodes: Vec::new(),
-            http: client(),
+            http,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         for i in 1..=n {
