@@ -67,7 +67,7 @@ async fn replicate(node: web::Data<Node>, body: web::Bytes) -> Result<HttpRespon
         ApiError::bad_request("bad_batch", format!("malformed replication batch: {e}"))
     })?;
     let received = batch.records.len();
-    let (applied, superseded) = node.replication().apply(batch.records, batch.writes);
+    let (applied, superseded) = node.replication().apply(batch.records);
     Ok(HttpResponse::Ok().json(BatchAck {
         received,
         applied,

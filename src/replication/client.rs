@@ -21,12 +21,8 @@ pub const SESSIONS_PATH: &str = "/internal/sessions";
 #[derive(Serialize, Deserialize)]
 pub struct Batch {
     pub from: String,
-    /// Copies (handoff, repair, expiry refreshes): merged by the conflict rule.
+    /// Copies (handoff, repair, expiry refreshes) and writes (`write: true`).
     pub records: Vec<Record>,
-    /// New versions from a writer waiting to acknowledge them: taken only when
-    /// they follow what is held (see [`crate::session::Store::merge_write`]).
-    #[serde(default)]
-    pub writes: Vec<Record>,
 }
 
 /// Answer to a replication request.
@@ -92,12 +88,10 @@ impl InternalClient {
         &self,
         internal_addr: &str,
         records: Vec<Record>,
-        writes: Vec<Record>,
     ) -> Result<BatchAck, PeerError> {
         let batch = Batch {
             from: self.self_id.to_string(),
             records,
-            writes,
         };
         let body = serde_json::to_vec(&batch).map_err(|e| PeerError::Failed(e.to_string()))?;
         let response = self

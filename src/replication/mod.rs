@@ -345,19 +345,16 @@ impl Replication {
     /// Merges copies and writes received from a peer. Returns how many changed
     /// the store, and this node's copy wherever it wins over the one received
     /// (for a write: wherever the write does not follow it).
-    pub fn apply(&self, records: Vec<Record>, writes: Vec<Record>) -> (usize, Vec<Record>) {
+    pub fn apply(&self, records: Vec<Record>) -> (usize, Vec<Record>) {
         let now = now_millis();
         let stats = &self.inner.stats;
         stats
             .copies_received
-            .fetch_add((records.len() + writes.len()) as u64, Ordering::Relaxed);
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
         let mut applied = 0;
         let mut superseded = Vec::new();
-        let tagged = records
-            .into_iter()
-            .map(|r| (r, false))
-            .chain(writes.into_iter().map(|r| (r, true)));
-        for (record, write) in tagged {
+        for record in records {
+            let write = record.write;
             let Some(id) = SessionId::parse(&record.id) else {
                 continue;
             };
@@ -669,7 +666,7 @@ impl Inner {
             let Some(addr) = self.address(peer) else {
                 return Err(PeerError::Failed(format!("{peer} is not a live member")));
             };
-            match self.client.push(&addr, records.clone(), Vec::new()).await {
+            match self.client.push(&addr, records.clone()).await {
                 Ok(ack) => {
                     self.take_newer(ack.superseded);
                     return Ok(());
@@ -714,14 +711,15 @@ async fn peer_queue(inner: Arc<Inner>, peer: NodeId, mut rx: mpsc::UnboundedRece
                 Err(_) => break,
             }
         }
-        let (writes, records): (Vec<&Job>, Vec<&Job>) = jobs.iter().partition(|j| j.ack.is_some());
-        let copies = |jobs: Vec<&Job>| jobs.into_iter().map(|j| j.record.clone()).collect();
+        let records: Vec<Record> = jobs
+            .iter()
+            .map(|j| Record {
+                write: j.ack.is_some(),
+                ..j.record.clone()
+            })
+            .collect();
         let answer = match inner.address(&peer) {
-            Some(addr) => inner
-                .client
-                .push(&addr, copies(records), copies(writes))
-                .await
-                .ok(),
+            Some(addr) => inner.client.push(&addr, records).await.ok(),
             None => None,
         };
         let ok = answer.is_some();

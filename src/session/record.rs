@@ -78,6 +78,12 @@ pub struct Record {
     pub ttl_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Box<RawValue>>,
+    /// A new version from a writer waiting to acknowledge it (see
+    /// [`crate::session::Store::merge_write`]), not a plain copy. A field of
+    /// the record rather than a list of its own, so that a node of an older
+    /// version still merges it as a copy during a rolling upgrade.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub write: bool,
 }
 
 impl Record {
@@ -91,6 +97,7 @@ impl Record {
                 expires_at: s.expires_at,
                 ttl_ms: s.ttl_ms,
                 data: Some(s.data.clone()),
+                write: false,
             },
             Entry::Tombstone(t) => Record {
                 id: id.to_owned(),
@@ -100,6 +107,7 @@ impl Record {
                 expires_at: t.expires_at,
                 ttl_ms: 0,
                 data: None,
+                write: false,
             },
         }
     }
