@@ -75,7 +75,7 @@ fn html(body: String) -> HttpResponse {
 /// `GET /`: greets the session's name, or the Guest.
 async fn home(ctx: Ctx) -> Result<HttpResponse, ApiError> {
     let node = ctx.node.clone();
-    let Some(id) = node.cookies().from_request(&ctx.req) else {
+    let Some(id) = ctx.cookie_session() else {
         return Ok(html(page(node.id(), None)));
     };
     let local = async {
@@ -161,7 +161,7 @@ async fn logout(ctx: Ctx) -> Result<HttpResponse, ApiError> {
             .content_type("text/plain; charset=utf-8")
             .body("Logged out.")
     };
-    let Some(id) = node.cookies().from_request(&ctx.req) else {
+    let Some(id) = ctx.cookie_session() else {
         return Ok(done(&node));
     };
     let local = async {
