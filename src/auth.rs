@@ -6,6 +6,12 @@
 //! SHA-256 of the body>") in URL-safe base64. A request whose timestamp is more than
 //! [`MAX_SKEW_MS`] away from the receiver's clock is refused, which bounds replays
 //! to that window; the body digest means a captured signature cannot carry another body.
+//!
+//! A forwarded request may also carry [`SESSION_HEADER`]: the session id that the
+//! entry node read from a cookie whose signature it checked, so that the owner
+//! need not check it again. When present, the header's value is part of the
+//! signed text (a line `session <id>` after the digest), so it cannot be added,
+//! removed or changed without the cluster secret.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -17,13 +23,28 @@ use crate::session::{now_millis, UnixMillis};
 
 pub const HEADER: &str = "x-sessionmesh-auth";
 
+/// The session id an entry node verified from the request's cookie (signed along
+/// with the request; see the module doc).
+pub const SESSION_HEADER: &str = "x-sessionmesh-session";
+
+/// Hex SHA-256 of the empty body (most internal requests have none).
+const EMPTY_BODY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
 /// Largest accepted difference between the signer's clock and ours.
 pub const MAX_SKEW_MS: u64 = 30_000;
 
 /// Signs and checks with the cluster secret. `Debug` shows no secret.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Signer {
-    secret: Secret,
+    /// HMAC state keyed once with the cluster secret; cloned per message, which
+    /// saves re-deriving the padded key blocks every time.
+    keyed: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Signer(***)")
+    }
 }
 
 /// Why an internal request was refused.
@@ -41,13 +62,15 @@ pub enum AuthError {
 
 impl Signer {
     pub fn new(secret: Secret) -> Signer {
-        Signer { secret }
+        Signer {
+            keyed: Hmac::<Sha256>::new_from_slice(secret.expose())
+                .expect("HMAC accepts keys of any length"),
+        }
     }
 
     /// An HMAC over `parts`, each followed by a newline.
     pub fn mac(&self, parts: &[&[u8]]) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.secret.expose())
-            .expect("HMAC accepts keys of any length");
+        let mut mac = self.keyed.clone();
         for part in parts {
             mac.update(part);
             mac.update(b"\n");
@@ -62,23 +85,50 @@ impl Signer {
         method: &str,
         path: &str,
         body: &[u8],
+        session: Option<&str>,
     ) -> Hmac<Sha256> {
-        let digest = hex(&Sha256::digest(body));
-        self.mac(&[
+        let digest;
+        let digest = if body.is_empty() {
+            EMPTY_BODY_SHA256
+        } else {
+            digest = hex(&Sha256::digest(body));
+            &digest
+        };
+        let mut millis_text = [0u8; 20];
+        let mut mac = self.mac(&[
             b"v1",
-            millis.to_string().as_bytes(),
+            decimal(millis, &mut millis_text),
             node_id.as_bytes(),
             method.as_bytes(),
             path.as_bytes(),
             digest.as_bytes(),
-        ])
+        ]);
+        if let Some(session) = session {
+            mac.update(b"session ");
+            mac.update(session.as_bytes());
+            mac.update(b"\n");
+        }
+        mac
     }
 
     /// The header value for a request from `node_id`.
     pub fn sign(&self, node_id: &str, method: &str, path_and_query: &str, body: &[u8]) -> String {
+        self.sign_with_session(node_id, method, path_and_query, body, None)
+    }
+
+    /// The header value for a request from `node_id` that also carries
+    /// `session` in [`SESSION_HEADER`] (signed along).
+    pub fn sign_with_session(
+        &self,
+        node_id: &str,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+        session: Option<&str>,
+    ) -> String {
         let millis = now_millis();
         let tag = self
-            .request_mac(millis, node_id, method, path_and_query, body)
+            .request_mac(millis, node_id, method, path_and_query, body, session)
             .finalize()
             .into_bytes();
         format!("v1.{millis}.{node_id}.{}", URL_SAFE_NO_PAD.encode(tag))
@@ -92,19 +142,33 @@ impl Signer {
         path_and_query: &str,
         body: &[u8],
     ) -> Result<&'a str, AuthError> {
+        self.verify_with_session(header, method, path_and_query, body, None)
+    }
+
+    /// Checks a header value of a request that carries `session` in
+    /// [`SESSION_HEADER`] (or none); returns the signer's node id.
+    pub fn verify_with_session<'a>(
+        &self,
+        header: Option<&'a str>,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+        session: Option<&str>,
+    ) -> Result<&'a str, AuthError> {
         let header = header.ok_or(AuthError::Missing)?;
         let rest = header.strip_prefix("v1.").ok_or(AuthError::Malformed)?;
         let (millis, rest) = rest.split_once('.').ok_or(AuthError::Malformed)?;
         let (node_id, tag) = rest.rsplit_once('.').ok_or(AuthError::Malformed)?;
         let millis: UnixMillis = millis.parse().map_err(|_| AuthError::Malformed)?;
-        let tag = URL_SAFE_NO_PAD
-            .decode(tag)
+        let mut given = [0u8; 32];
+        let len = URL_SAFE_NO_PAD
+            .decode_slice(tag, &mut given)
             .map_err(|_| AuthError::Malformed)?;
         if now_millis().abs_diff(millis) > MAX_SKEW_MS {
             return Err(AuthError::Stale);
         }
-        self.request_mac(millis, node_id, method, path_and_query, body)
-            .verify_slice(&tag)
+        self.request_mac(millis, node_id, method, path_and_query, body, session)
+            .verify_slice(&given[..len])
             .map_err(|_| AuthError::BadSignature)?;
         Ok(node_id)
     }
@@ -112,7 +176,26 @@ impl Signer {
 
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+/// The decimal digits of `n`, written at the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
 }
 
 #[cfg(test)]
@@ -151,6 +234,41 @@ mod tests {
     }
 
     #[test]
+    fn the_empty_body_digest_and_the_number_format_are_the_usual_ones() {
+        assert_eq!(EMPTY_BODY_SHA256, hex(&Sha256::digest(b"")));
+        let mut buf = [0u8; 20];
+        for n in [0, 7, 10, 1_764_000_000_123, u64::MAX] {
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_signed_session_header_cannot_be_added_removed_or_changed() {
+        let s = signer("cluster-secret-cluster-secret-xx");
+        let with = s.sign_with_session("node1", "GET", PATH, b"", Some("abc"));
+        assert_eq!(
+            s.verify_with_session(Some(&with), "GET", PATH, b"", Some("abc")),
+            Ok("node1")
+        );
+        assert_eq!(
+            s.verify_with_session(Some(&with), "GET", PATH, b"", Some("abd")),
+            Err(AuthError::BadSignature),
+            "changed"
+        );
+        assert_eq!(
+            s.verify(Some(&with), "GET", PATH, b""),
+            Err(AuthError::BadSignature),
+            "removed"
+        );
+        let without = s.sign("node1", "GET", PATH, b"");
+        assert_eq!(
+            s.verify_with_session(Some(&without), "GET", PATH, b"", Some("abc")),
+            Err(AuthError::BadSignature),
+            "added"
+        );
+    }
+
+    #[test]
     fn node_ids_cannot_be_swapped() {
         let s = signer("cluster-secret-cluster-secret-xx");
         let h = s.sign("node1", "GET", "/x", b"");
@@ -166,7 +284,7 @@ mod tests {
         let s = signer("cluster-secret-cluster-secret-xx");
         let old = now_millis() - MAX_SKEW_MS - 1_000;
         let tag = s
-            .request_mac(old, "n", "GET", "/x", b"")
+            .request_mac(old, "n", "GET", "/x", b"", None)
             .finalize()
             .into_bytes();
         let stale = format!("v1.{old}.n.{}", URL_SAFE_NO_PAD.encode(tag));

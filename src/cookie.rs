@@ -25,8 +25,12 @@ pub struct CookieCodec {
     name: String,
     secure: bool,
     same_site: CookieSameSite,
-    secret: Secret,
-    previous: Vec<Secret>,
+    /// HMAC states keyed once: the current secret first, then the previous ones.
+    keys: Vec<Hmac<Sha256>>,
+}
+
+fn keyed(secret: &Secret) -> Hmac<Sha256> {
+    Hmac::<Sha256>::new_from_slice(secret.expose()).expect("HMAC accepts keys of any length")
 }
 
 impl CookieCodec {
@@ -39,8 +43,10 @@ impl CookieCodec {
                 SameSite::Lax => CookieSameSite::Lax,
                 SameSite::None => CookieSameSite::None,
             },
-            secret: config.cookie_secret.clone(),
-            previous: config.cookie_previous_secrets.clone(),
+            keys: std::iter::once(&config.cookie_secret)
+                .chain(&config.cookie_previous_secrets)
+                .map(keyed)
+                .collect(),
         }
     }
 
@@ -49,12 +55,14 @@ impl CookieCodec {
     }
 
     fn tag(&self, id: &SessionId) -> [u8; TAG_BYTES] {
-        Self::tag_with(&self.secret, id)
+        match self.keys.first() {
+            Some(key) => Self::tag_with(key, id),
+            None => [0; TAG_BYTES],
+        }
     }
 
-    fn tag_with(secret: &Secret, id: &SessionId) -> [u8; TAG_BYTES] {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose())
-            .expect("HMAC accepts keys of any length");
+    fn tag_with(key: &Hmac<Sha256>, id: &SessionId) -> [u8; TAG_BYTES] {
+        let mut mac = key.clone();
         mac.update(id.as_bytes());
         let full = mac.finalize().into_bytes();
         let mut tag = [0u8; TAG_BYTES];
@@ -76,16 +84,33 @@ impl CookieCodec {
             return None;
         }
         // Constant-time comparison of the truncated tag, newest key first.
-        let valid = std::iter::once(&self.secret)
-            .chain(&self.previous)
-            .any(|secret| bool::from(Self::tag_with(secret, &id).ct_eq(&given)));
+        let valid = self
+            .keys
+            .iter()
+            .any(|key| bool::from(Self::tag_with(key, &id).ct_eq(&given)));
         valid.then_some(id)
     }
 
     /// The session id named by a request's cookie, if any and valid.
+    ///
+    /// Reads the first cookie of that name straight from the `Cookie` headers, as
+    /// `HttpRequest::cookie` would, without parsing every other cookie into an
+    /// allocated jar.
     pub fn from_request(&self, req: &actix_web::HttpRequest) -> Option<SessionId> {
-        let cookie = req.cookie(&self.name)?;
-        self.decode(cookie.value())
+        let value = req
+            .headers()
+            .get_all(actix_web::http::header::COOKIE)
+            .filter_map(|h| h.to_str().ok())
+            .flat_map(|h| h.split(';'))
+            .find_map(|pair| {
+                let (name, value) = pair.split_once('=')?;
+                (name.trim() == self.name).then(|| value.trim())
+            })?;
+        if value.contains('%') {
+            // Percent-encoded: let actix's parser decode it.
+            return self.decode(req.cookie(&self.name)?.value());
+        }
+        self.decode(value)
     }
 
     /// The `Set-Cookie` for a session.

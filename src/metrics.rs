@@ -17,7 +17,8 @@
 //!
 //! Cheap on the hot path: a request costs two label-set lookups under a read
 //! lock and a few atomic adds; nothing is allocated per request but the matched
-//! route pattern, which actix hands out as a `String`.
+//! route pattern, which actix hands out as a `String` (the labels hold it
+//! interned: one `&'static str` per distinct pattern).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -65,14 +66,43 @@ struct RequestLabels {
     method: &'static str,
     /// The matched route pattern (`/api/sessions/{id}`), never the raw path, so
     /// that the number of series stays bounded; `unmatched` for unknown routes.
-    route: String,
+    route: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     listener: &'static str,
-    route: String,
+    route: &'static str,
+}
+
+/// Most distinct route patterns interned; past it, `other` (never reached: the
+/// patterns are those of the routes the application declares).
+const MAX_ROUTES: usize = 1024;
+
+/// The interned copy of a route pattern (leaked once per distinct pattern, shared
+/// by every node of the process).
+fn intern_route(route: Option<String>) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::OnceLock;
+    static ROUTES: OnceLock<parking_lot::RwLock<HashSet<&'static str>>> = OnceLock::new();
+    let Some(route) = route else {
+        return "unmatched";
+    };
+    let routes = ROUTES.get_or_init(Default::default);
+    if let Some(&known) = routes.read().get(route.as_str()) {
+        return known;
+    }
+    let mut routes = routes.write();
+    if let Some(&known) = routes.get(route.as_str()) {
+        return known;
+    }
+    if routes.len() >= MAX_ROUTES {
+        return "other";
+    }
+    let leaked: &'static str = Box::leak(route.into_boxed_str());
+    routes.insert(leaked);
+    leaked
 }
 
 /// How a forward to a session's owner ended.
@@ -385,7 +415,7 @@ impl Metrics {
         status: u16,
         elapsed: Duration,
     ) {
-        let route = route.unwrap_or_else(|| "unmatched".to_owned());
+        let route = intern_route(route);
         self.totals.requests.fetch_add(1, Ordering::Relaxed);
         match status {
             400..=499 => self.totals.client_errors.fetch_add(1, Ordering::Relaxed),
@@ -395,7 +425,7 @@ impl Metrics {
         self.http_duration
             .get_or_create(&RouteLabels {
                 listener: listener.label(),
-                route: route.clone(),
+                route,
             })
             .observe(elapsed.as_secs_f64());
         self.http_requests

@@ -4,6 +4,7 @@
 //! One client per actix worker thread: each worker runs its own single-threaded
 //! runtime, and a connection pool must live on the runtime that drives it.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -14,6 +15,7 @@ use futures_util::TryStreamExt;
 use crate::auth::{self, Signer};
 use crate::http::ApiError;
 use crate::ring::NodeId;
+use crate::session::SessionId;
 use crate::tls::PeerTransport;
 
 /// Header naming the entry node on forwarded requests and their responses.
@@ -38,9 +40,14 @@ fn is_hop_by_hop(name: &str) -> bool {
             | "host"
             | "content-length"
             | auth::HEADER
+            | auth::SESSION_HEADER
             | ENTRY_NODE
     )
 }
+
+/// Largest owner answer read whole before it is relayed (one write to the
+/// client); larger answers, or answers of unknown length, stream.
+const INLINE_ANSWER_BYTES: u64 = 256 * 1024;
 
 pub struct PeerClient {
     http: reqwest::Client,
@@ -49,6 +56,9 @@ pub struct PeerClient {
     self_id: NodeId,
     /// Bounds the forwards in flight from this worker; past it, fail fast.
     inflight: tokio::sync::Semaphore,
+    /// `<scheme>://<internal addr>/` per peer address, parsed once: a forward only
+    /// sets the path and query (no host parsing per request).
+    bases: parking_lot::Mutex<HashMap<String, reqwest::Url>>,
 }
 
 impl PeerClient {
@@ -75,19 +85,47 @@ impl PeerClient {
             signer,
             self_id,
             inflight: tokio::sync::Semaphore::new(max_inflight),
+            bases: parking_lot::Mutex::new(HashMap::new()),
         })
     }
 
+    /// The URL of `path` and `query` on the peer at `internal_addr`.
+    fn url(&self, internal_addr: &str, path: &str, query: Option<&str>) -> Option<reqwest::Url> {
+        let mut url = {
+            let mut bases = self.bases.lock();
+            match bases.get(internal_addr) {
+                Some(base) => base.clone(),
+                None => {
+                    let base = reqwest::Url::parse(&self.transport.url(internal_addr, "/")).ok()?;
+                    // Peers come and go; the map stays bounded by the peers seen
+                    // recently.
+                    if bases.len() >= 1024 {
+                        bases.clear();
+                    }
+                    bases.insert(internal_addr.to_owned(), base.clone());
+                    base
+                }
+            }
+        };
+        url.set_path(path);
+        url.set_query(query);
+        Some(url)
+    }
+
     /// Sends `req` (with `body`) to the internal listener at `internal_addr` and
-    /// streams the owner's answer back, marked with `x-entry-node`.
+    /// relays the owner's answer, marked with `x-entry-node`. `session` is the
+    /// session id this node read from the request's validly signed cookie, if
+    /// any: it travels in a signed header so that the owner need not check the
+    /// cookie again.
     pub async fn forward(
         &self,
         owner: &str,
         internal_addr: &str,
         req: &HttpRequest,
         body: Bytes,
+        session: Option<&SessionId>,
     ) -> Result<HttpResponse, ApiError> {
-        // Held until the owner's answer starts; then the body streams back.
+        // Held until the owner's answer is read (or, when it streams, starts).
         let _permit = self.inflight.try_acquire().map_err(|_| {
             ApiError::limit(
                 actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -96,28 +134,56 @@ impl PeerClient {
                 Some(1),
             )
         })?;
-        let path_and_query = req
-            .uri()
-            .path_and_query()
-            .map_or(req.path(), |pq| pq.as_str());
-        let path = format!("{FORWARD_PREFIX}{path_and_query}");
+        let mut path = String::with_capacity(FORWARD_PREFIX.len() + req.path().len());
+        path.push_str(FORWARD_PREFIX);
+        path.push_str(req.path());
+        let query = Some(req.query_string()).filter(|q| !q.is_empty());
+        let url = self
+            .url(internal_addr, &path, query)
+            .ok_or_else(|| ApiError::owner_failed(owner, &"bad internal address"))?;
+        if let Some(query) = query {
+            path.push('?');
+            path.push_str(query);
+        }
         let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
             .map_err(|_| ApiError::bad_request("bad_method", "unsupported HTTP method"))?;
-        let mut request = self
-            .http
-            .request(method.clone(), self.transport.url(internal_addr, &path))
-            .header(
-                auth::HEADER,
-                self.signer
-                    .sign(&self.self_id, method.as_str(), &path, &body),
-            )
-            .header(ENTRY_NODE, &*self.self_id);
-        for (name, value) in req.headers() {
-            if !is_hop_by_hop(name.as_str()) {
-                request = request.header(name.as_str(), value.as_bytes());
+        let session_text = session.map(SessionId::as_str);
+        let signature = self.signer.sign_with_session(
+            &self.self_id,
+            method.as_str(),
+            &path,
+            &body,
+            session_text,
+        );
+        let mut request = reqwest::Request::new(method, url);
+        {
+            use reqwest::header::{HeaderName, HeaderValue};
+            let headers = request.headers_mut();
+            headers.reserve(req.headers().len() + 3);
+            for (name, value) in req.headers() {
+                if is_hop_by_hop(name.as_str()) {
+                    continue;
+                }
+                // Valid in actix's header map, so valid here; skipped otherwise.
+                if let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(name.as_str().as_bytes()),
+                    HeaderValue::from_bytes(value.as_bytes()),
+                ) {
+                    headers.append(name, value);
+                }
+            }
+            let signed = |text: &str| {
+                HeaderValue::from_str(text)
+                    .map_err(|_| ApiError::bad_request("bad_node_id", "unusable node id"))
+            };
+            headers.insert(auth::HEADER, signed(&signature)?);
+            headers.insert(ENTRY_NODE, signed(&self.self_id)?);
+            if let Some(text) = session_text {
+                headers.insert(auth::SESSION_HEADER, signed(text)?);
             }
         }
-        let response = request.body(body).send().await.map_err(|error| {
+        *request.body_mut() = Some(body.into());
+        let response = self.http.execute(request).await.map_err(|error| {
             tracing::debug!(%owner, %error, "forward failed");
             if error.is_connect() {
                 ApiError::owner_unavailable(owner)
@@ -135,15 +201,27 @@ impl PeerClient {
             }
         }
         builder.insert_header((ENTRY_NODE, &*self.self_id));
-        if let Some(len) = response.content_length() {
-            builder.no_chunking(len);
+        match response.content_length() {
+            // A page or a session document: read it whole, answer in one piece.
+            Some(len) if len <= INLINE_ANSWER_BYTES => {
+                let body = response.bytes().await.map_err(|error| {
+                    tracing::debug!(%owner, %error, "forwarded answer broke off");
+                    ApiError::owner_failed(owner, &error)
+                })?;
+                Ok(builder.body(body))
+            }
+            len => {
+                if let Some(len) = len {
+                    builder.no_chunking(len);
+                }
+                let owner: NodeId = owner.into();
+                Ok(
+                    builder.streaming(response.bytes_stream().map_err(move |error| {
+                        tracing::warn!(%owner, %error, "forwarded response broke off");
+                        error
+                    })),
+                )
+            }
         }
-        let owner: NodeId = owner.into();
-        Ok(
-            builder.streaming(response.bytes_stream().map_err(move |error| {
-                tracing::warn!(%owner, %error, "forwarded response broke off");
-                error
-            })),
-        )
     }
 }

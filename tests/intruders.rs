@@ -262,3 +262,102 @@ async fn a_node_of_another_cluster_is_ignored() {
     foreign.shutdown().await;
     cluster.shutdown().await;
 }
+
+/// The session id that an entry node passes to the owner (so that the owner need
+/// not check the cookie's signature again) is trusted only on the internal
+/// listener and only when the cluster secret signed it: a client that sends the
+/// header itself gets nothing from it, on the owner or on any other node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_session_header_is_never_trusted() {
+    let cluster = Cluster::start(3).await;
+    let http = &cluster.http;
+    let nodes = &cluster;
+    let login = |name: &'static str| async move {
+        let response = http
+            .get(nodes.url(0, &format!("/login?name={name}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        common::set_cookie(&response, "SESSION").expect("a session cookie")
+    };
+    let victim = login("victim").await;
+    let mallory = login("mallory").await;
+    let victim_id = victim
+        .trim_start_matches("SESSION=")
+        .split('.')
+        .next()
+        .unwrap()
+        .to_owned();
+    let greeting = |page: &str| {
+        page.split("<h1 id=\"greeting\">")
+            .nth(1)
+            .and_then(|rest| rest.split("</h1>").next())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // On every node (the owner and the others, which forward): the header alone
+    // is a Guest; beside a valid cookie, the cookie's session wins.
+    for i in 0..3 {
+        let page = http
+            .get(cluster.url(i, "/"))
+            .header("x-sessionmesh-session", &victim_id)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(greeting(&page), "Hello, Guest", "node {i}, header alone");
+        let page = http
+            .get(cluster.url(i, "/"))
+            .header("cookie", &mallory)
+            .header("x-sessionmesh-session", &victim_id)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(greeting(&page), "Hello, mallory", "node {i}, with a cookie");
+        let response = http
+            .get(cluster.url(i, "/api/session"))
+            .header("x-sessionmesh-session", &victim_id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "node {i}: no cookie, no session");
+    }
+    // On the internal listener: a signature that does not cover the header is
+    // refused; one that covers it (a peer's) is served.
+    let peer = sessionmesh::auth::Signer::new(cluster.secrets.cluster.clone());
+    let signed_without = peer.sign("node2", "GET", "/fwd/", b"");
+    let response = http
+        .get(cluster.internal_url(0, "/fwd/"))
+        .header("x-sessionmesh-auth", signed_without)
+        .header("x-entry-node", "node2")
+        .header("x-sessionmesh-session", &victim_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        401,
+        "a session header the signature does not cover"
+    );
+    let signed_with = peer.sign_with_session("node2", "GET", "/fwd/", b"", Some(&victim_id));
+    let page = http
+        .get(cluster.internal_url(0, "/fwd/"))
+        .header("x-sessionmesh-auth", signed_with)
+        .header("x-entry-node", "node2")
+        .header("x-sessionmesh-session", &victim_id)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Node 0 minted the victim's id, so it owns the session.
+    assert_eq!(greeting(&page), "Hello, victim", "a peer's signed header");
+    cluster.shutdown().await;
+}

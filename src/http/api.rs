@@ -197,10 +197,7 @@ async fn edit_document(
 
 async fn cookie_get(ctx: Ctx) -> Result<HttpResponse, ApiError> {
     let node = ctx.node.clone();
-    let id = node
-        .cookies()
-        .from_request(&ctx.req)
-        .ok_or_else(no_session)?;
+    let id = ctx.cookie_session().ok_or_else(no_session)?;
     ctx.on_owner(&id, Bytes::new(), read_document(&node, &id))
         .await
 }
@@ -244,7 +241,7 @@ async fn cookie_write(
     let node = ctx.node.clone();
     let body = read_body(&ctx.req, payload, node.config().max_session_bytes).await?;
     let if_match = if_match(&ctx.req)?;
-    match node.cookies().from_request(&ctx.req) {
+    match ctx.cookie_session() {
         Some(id) => {
             let local = async {
                 let object = body_object(&body)?;
@@ -270,10 +267,7 @@ async fn cookie_write(
 
 async fn cookie_delete(ctx: Ctx) -> Result<HttpResponse, ApiError> {
     let node = ctx.node.clone();
-    let id = node
-        .cookies()
-        .from_request(&ctx.req)
-        .ok_or_else(no_session)?;
+    let id = ctx.cookie_session().ok_or_else(no_session)?;
     let if_match = if_match(&ctx.req)?;
     let local = async {
         node.replication().delete(&id, if_match).await?;

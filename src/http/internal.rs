@@ -26,6 +26,9 @@ use crate::session::SessionId;
 #[derive(Clone, Debug)]
 pub struct Forwarded {
     pub entry_node: String,
+    /// The session id the entry node read from a validly signed cookie, when it
+    /// sent one (covered by the request's signature).
+    pub session: Option<SessionId>,
 }
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
@@ -124,21 +127,34 @@ pub(super) async fn authenticate(
         body.extend_from_slice(&chunk);
     }
     let body = body.freeze();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or(req.path(), |pq| pq.as_str())
-        .to_owned();
-    let header = req
-        .headers()
-        .get(auth::HEADER)
-        .and_then(|v| v.to_str().ok());
-    match signer.verify(header, req.method().as_str(), &path, &body) {
-        Ok(_signer_node) => {
-            if let Some(entry) = req.headers().get(ENTRY_NODE).and_then(|v| v.to_str().ok()) {
-                let forwarded = Forwarded {
-                    entry_node: entry.to_owned(),
-                };
+    let verified = {
+        let headers = req.headers();
+        let header = headers.get(auth::HEADER).and_then(|v| v.to_str().ok());
+        // A session header that is not text cannot have been signed: refused.
+        let session = match headers.get(auth::SESSION_HEADER).map(|v| v.to_str()) {
+            None => Ok(None),
+            Some(Ok(text)) => Ok(Some(text)),
+            Some(Err(_)) => Err(auth::AuthError::Malformed),
+        };
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or(req.path(), |pq| pq.as_str());
+        session.and_then(|session| {
+            signer
+                .verify_with_session(header, req.method().as_str(), path, &body, session)
+                .map(|_signer_node| {
+                    let entry = headers.get(ENTRY_NODE).and_then(|v| v.to_str().ok());
+                    entry.map(|entry| Forwarded {
+                        entry_node: entry.to_owned(),
+                        session: session.and_then(SessionId::parse),
+                    })
+                })
+        })
+    };
+    match verified {
+        Ok(forwarded) => {
+            if let Some(forwarded) = forwarded {
                 req.extensions_mut().insert(forwarded);
             }
             req.set_payload(actix_web::dev::Payload::from(body));

@@ -26,7 +26,6 @@ use serde_json::json;
 use crate::node::Node;
 use crate::peer_client::{PeerClient, FORWARD_PREFIX};
 use crate::replication::OwnerError;
-use crate::ring::NodeId;
 use crate::routing::{self, Route};
 use crate::session::{SessionId, WriteError};
 
@@ -137,12 +136,32 @@ pub(crate) struct Ctx {
     pub req: HttpRequest,
     pub node: web::Data<Node>,
     pub peers: web::Data<PeerClient>,
+    /// The session id read from a validly signed cookie by [`Ctx::cookie_session`],
+    /// passed on (signed) to the owner when the request is forwarded.
+    verified: std::cell::Cell<Option<SessionId>>,
 }
 
 impl Ctx {
     /// Whether this request came from a peer (and so must be served here).
     pub fn forwarded(&self) -> bool {
         self.req.extensions().contains::<Forwarded>()
+    }
+
+    /// The session named by the request's cookie, if its signature is valid.
+    ///
+    /// On a forwarded request, the session id that the entry node verified
+    /// (carried in a header covered by the internal signature) is taken as is:
+    /// the cookie's HMAC is checked once per request, not on every hop. On the
+    /// public listener that header is never read.
+    pub fn cookie_session(&self) -> Option<SessionId> {
+        let passed = self
+            .req
+            .extensions()
+            .get::<Forwarded>()
+            .and_then(|f| f.session);
+        let id = passed.or_else(|| self.node.cookies().from_request(&self.req));
+        self.verified.set(id);
+        id
     }
 
     /// Serves `local` here when this node should serve `id`, else forwards the
@@ -159,26 +178,21 @@ impl Ctx {
         if self.forwarded() {
             return local.await;
         }
-        let holders: Vec<(NodeId, Option<String>)> = {
-            let view = self.node.view();
-            let copies = self.node.config().replication_factor.get();
-            match routing::route(&view.ring, id.as_bytes(), self.node.id(), false) {
-                Route::Local => Vec::new(),
-                Route::Forward(_) => view
-                    .ring
-                    .preference_list(id.as_bytes(), copies)
-                    .map(|n| (n.clone(), view.member(n).map(|m| m.internal_addr.clone())))
-                    .collect(),
-            }
-        };
+        // Held across the forwards below: a snapshot, not a lock.
+        let view = self.node.view();
+        if routing::route(&view.ring, id.as_bytes(), self.node.id(), false) == Route::Local {
+            return local.await;
+        }
+        let copies = self.node.config().replication_factor.get();
         // A request that never reached the owner can go to the next holder; a
         // read can go there whatever happened to it.
         let idempotent = matches!(
             *self.req.method(),
             actix_web::http::Method::GET | actix_web::http::Method::HEAD
         );
+        let session = self.verified.get();
         let mut unreachable = None;
-        for (holder, addr) in holders {
+        for holder in view.ring.preference_list(id.as_bytes(), copies) {
             if unreachable.is_some() {
                 // The owner (or an earlier holder) is down: a replica takes over.
                 let stats = self.node.replication().stats();
@@ -186,14 +200,22 @@ impl Ctx {
                     .takeovers
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            if *holder == *self.node.id() {
+            if **holder == *self.node.id() {
                 return local.await;
             }
-            let Some(addr) = addr else { continue };
+            let Some(member) = view.member(holder) else {
+                continue;
+            };
             let started = std::time::Instant::now();
             let result = self
                 .peers
-                .forward(&holder, &addr, &self.req, body.clone())
+                .forward(
+                    holder,
+                    &member.internal_addr,
+                    &self.req,
+                    body.clone(),
+                    session.as_ref(),
+                )
                 .await;
             metrics::observe_forward(&self.node, started, &result);
             match result {
@@ -467,6 +489,7 @@ impl actix_web::FromRequest for Ctx {
                 req: req.clone(),
                 node,
                 peers,
+                verified: std::cell::Cell::new(None),
             }),
             _ => Err(actix_web::error::ErrorInternalServerError(
                 "application state missing",

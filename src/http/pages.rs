@@ -32,9 +32,8 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// Escapes text for HTML element content and attribute values.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+/// Appends `text` to `out`, escaped for HTML element content and attribute values.
+fn escape_into(out: &mut String, text: &str) {
     for c in text.chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -45,25 +44,35 @@ fn escape(text: &str) -> String {
             c => out.push(c),
         }
     }
-    out
 }
 
+/// The page, built in one allocation.
 fn page(node_id: &str, name: Option<&str>) -> String {
-    let (greeting, form) = match name {
-        Some(name) => (
-            format!("Hello, {}", escape(name)),
-            r#"<form method="post" action="/logout"><button type="submit">Log out</button></form>"#.to_owned(),
-        ),
-        None => (
-            "Hello, Guest".to_owned(),
-            r#"<form method="post" action="/login"><label>Name <input name="name" autofocus></label> <button type="submit">Log in</button></form>"#.to_owned(),
-        ),
-    };
-    format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>sessionmesh</title></head>\
-<body><h1 id=\"greeting\">{greeting}</h1>{form}<p>Served by <code id=\"served-by\">{node}</code>.</p></body></html>\n",
-        node = escape(node_id)
-    )
+    const HEAD: &str = "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>sessionmesh</title></head><body><h1 id=\"greeting\">Hello, ";
+    const LOGOUT: &str =
+        r#"<form method="post" action="/logout"><button type="submit">Log out</button></form>"#;
+    const LOGIN: &str = r#"<form method="post" action="/login"><label>Name <input name="name" autofocus></label> <button type="submit">Log in</button></form>"#;
+    const SERVED: &str = "<p>Served by <code id=\"served-by\">";
+    const TAIL: &str = "</code>.</p></body></html>\n";
+    let mut out = String::with_capacity(
+        HEAD.len()
+            + LOGIN.len()
+            + SERVED.len()
+            + TAIL.len()
+            + 16
+            + 6 * (node_id.len() + name.map_or(5, str::len)),
+    );
+    out.push_str(HEAD);
+    match name {
+        Some(name) => escape_into(&mut out, name),
+        None => out.push_str("Guest"),
+    }
+    out.push_str("</h1>");
+    out.push_str(if name.is_some() { LOGOUT } else { LOGIN });
+    out.push_str(SERVED);
+    escape_into(&mut out, node_id);
+    out.push_str(TAIL);
+    out
 }
 
 fn html(body: String) -> HttpResponse {
@@ -75,7 +84,7 @@ fn html(body: String) -> HttpResponse {
 /// `GET /`: greets the session's name, or the Guest.
 async fn home(ctx: Ctx) -> Result<HttpResponse, ApiError> {
     let node = ctx.node.clone();
-    let Some(id) = node.cookies().from_request(&ctx.req) else {
+    let Some(id) = ctx.cookie_session() else {
         return Ok(html(page(node.id(), None)));
     };
     let local = async {
@@ -161,7 +170,7 @@ async fn logout(ctx: Ctx) -> Result<HttpResponse, ApiError> {
             .content_type("text/plain; charset=utf-8")
             .body("Logged out.")
     };
-    let Some(id) = node.cookies().from_request(&ctx.req) else {
+    let Some(id) = ctx.cookie_session() else {
         return Ok(done(&node));
     };
     let local = async {
@@ -185,6 +194,16 @@ mod tests {
         let html = page("n1", Some("<script>alert('x')</script>"));
         assert!(html.contains("Hello, &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
         assert!(!html.contains("<script>"));
+    }
+
+    #[test]
+    fn the_page_is_the_documented_bytes() {
+        assert_eq!(
+            page("n1", Some("Ada")),
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>sessionmesh</title></head>\
+<body><h1 id=\"greeting\">Hello, Ada</h1><form method=\"post\" action=\"/logout\"><button type=\"submit\">Log out</button></form>\
+<p>Served by <code id=\"served-by\">n1</code>.</p></body></html>\n"
+        );
     }
 
     #[test]

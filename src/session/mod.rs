@@ -64,10 +64,67 @@ impl Session {
     }
 
     /// The value of a top-level string field of `data`, if any.
+    ///
+    /// Walks the object once without building it: other fields' values are
+    /// skipped, keys are borrowed from the text when they need no unescaping.
+    /// As with a parsed map, the last of duplicate keys wins.
     pub fn data_str(&self, field: &str) -> Option<String> {
-        let map: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(self.data.get()).ok()?;
-        map.get(field)?.as_str().map(str::to_owned)
+        use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+        use std::borrow::Cow;
+
+        struct Key<'de>(Cow<'de, str>);
+        impl<'de> serde::Deserialize<'de> for Key<'de> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = Key<'de>;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a string")
+                    }
+                    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                        Ok(Key(Cow::Borrowed(v)))
+                    }
+                    fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                        Ok(Key(Cow::Owned(v.to_owned())))
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+
+        struct Find<'f>(&'f str);
+        impl<'de> DeserializeSeed<'de> for Find<'_> {
+            type Value = Option<String>;
+            fn deserialize<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<Self::Value, D::Error> {
+                d.deserialize_map(self)
+            }
+        }
+        impl<'de> Visitor<'de> for Find<'_> {
+            type Value = Option<String>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut found = None;
+                while let Some(Key(key)) = map.next_key()? {
+                    if key == self.0 {
+                        let value: serde_json::Value = map.next_value()?;
+                        found = value.as_str().map(str::to_owned);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(found)
+            }
+        }
+
+        let mut de = serde_json::Deserializer::from_str(self.data.get());
+        let found = Find(field).deserialize(&mut de).ok()?;
+        de.end().ok()?;
+        found
     }
 }
 
@@ -175,6 +232,28 @@ mod tests {
         );
         assert_eq!(s.data_str("name").as_deref(), Some("Ada"));
         assert_eq!(s.data_str("n"), None);
+        assert_eq!(s.data_str("missing"), None);
+        let s = Session::new(
+            to_raw(
+                &parse_object(br#"{"a":{"name":"inner"},"na\u006de":"Esc\"aped","name":"Last"}"#)
+                    .unwrap(),
+            ),
+            Duration::from_secs(60),
+            0,
+        );
+        // to_raw keeps one "name" (a map): the escaped key is the same key.
+        assert_eq!(s.data_str("name").as_deref(), Some("Last"));
+        let dup = Session::new(
+            serde_json::value::RawValue::from_string(r#"{"name":"First","name":"Last"}"#.into())
+                .unwrap(),
+            Duration::from_secs(60),
+            0,
+        );
+        assert_eq!(
+            dup.data_str("name").as_deref(),
+            Some("Last"),
+            "the last one wins"
+        );
     }
 
     #[test]
