@@ -504,20 +504,27 @@ async fn a_thawed_node_neither_serves_nor_builds_on_its_old_copies() {
     .await;
     let dropped_after = frozen_at.elapsed();
     for id in &owned {
-        wait_for(&format!("write {id} while node1 is frozen"), WAIT, || async {
-            let r = http
-                .patch(format!("{}/api/sessions/{id}", others[0]))
-                .json(&json!({"counter": 1}))
-                .send()
-                .await
-                .ok()?;
-            let status = r.status();
-            match status.as_u16() {
-                200 => Some(()),
-                503 if r.headers().contains_key("retry-after") => None,
-                _ => panic!("write {id} while node1 is frozen: {status} {:?}", r.text().await),
-            }
-        })
+        wait_for(
+            &format!("write {id} while node1 is frozen"),
+            WAIT,
+            || async {
+                let r = http
+                    .patch(format!("{}/api/sessions/{id}", others[0]))
+                    .json(&json!({"counter": 1}))
+                    .send()
+                    .await
+                    .ok()?;
+                let status = r.status();
+                match status.as_u16() {
+                    200 => Some(()),
+                    503 if r.headers().contains_key("retry-after") => None,
+                    _ => panic!(
+                        "write {id} while node1 is frozen: {status} {:?}",
+                        r.text().await
+                    ),
+                }
+            },
+        )
         .await;
     }
 
