@@ -38,16 +38,9 @@ async fn create_sessions_with_owner(
             let http = http.clone();
             async move {
                 let data = json!({"user": format!("user{i}"), "counter": 0});
-                // A 503 with Retry-After (a ring flap on a loaded machine) is
-                // retried as a client would; anything else fails the test.
-                let doc: Value = wait_for(&format!("create through {url}"), WAIT, || async {
-                    let r = http.post(&url).json(&data).send().await.ok()?;
-                    let status = r.status();
-                    match status.as_u16() {
-                        201 => r.json().await.ok(),
-                        503 if r.headers().contains_key("retry-after") => None,
-                        _ => panic!("create through {url}: {status} {:?}", r.text().await),
-                    }
+                // A ring flap on a loaded machine may refuse it for a moment.
+                let doc = until_accepted(&format!("create through {url}"), 201, None, || {
+                    http.post(&url).json(&data)
                 })
                 .await;
                 let owner = doc["owner"].as_str().unwrap().to_owned();
@@ -57,6 +50,32 @@ async fn create_sessions_with_owner(
         .buffer_unordered(PARALLEL)
         .collect()
         .await
+}
+
+/// Sends the request `send` builds until it is answered `expected`, and
+/// returns that answer's JSON. A 503 with Retry-After is retried, as a client
+/// would (and counted in `refused`); any other answer fails the test.
+async fn until_accepted(
+    what: &str,
+    expected: u16,
+    refused: Option<&AtomicU64>,
+    send: impl Fn() -> reqwest::RequestBuilder,
+) -> Value {
+    wait_for(what, WAIT, || async {
+        let r = send().send().await.ok()?;
+        let status = r.status();
+        if status.as_u16() == expected {
+            return r.json().await.ok();
+        }
+        if status == 503 && r.headers().contains_key("retry-after") {
+            if let Some(refused) = refused {
+                refused.fetch_add(1, Ordering::Relaxed);
+            }
+            return None;
+        }
+        panic!("{what}: {status} {:?}", r.text().await)
+    })
+    .await
 }
 
 /// Reads every session through every live node; returns the mismatches.
@@ -504,25 +523,13 @@ async fn a_thawed_node_neither_serves_nor_builds_on_its_old_copies() {
     .await;
     let dropped_after = frozen_at.elapsed();
     for id in &owned {
-        wait_for(
+        until_accepted(
             &format!("write {id} while node1 is frozen"),
-            WAIT,
-            || async {
-                let r = http
-                    .patch(format!("{}/api/sessions/{id}", others[0]))
+            200,
+            None,
+            || {
+                http.patch(format!("{}/api/sessions/{id}", others[0]))
                     .json(&json!({"counter": 1}))
-                    .send()
-                    .await
-                    .ok()?;
-                let status = r.status();
-                match status.as_u16() {
-                    200 => Some(()),
-                    503 if r.headers().contains_key("retry-after") => None,
-                    _ => panic!(
-                        "write {id} while node1 is frozen: {status} {:?}",
-                        r.text().await
-                    ),
-                }
             },
         )
         .await;
@@ -550,20 +557,15 @@ async fn a_thawed_node_neither_serves_nor_builds_on_its_old_copies() {
     // client retries), an acknowledged write on the old copy is not.
     let refused = AtomicU64::new(0);
     for id in &owned {
-        let doc: Value = wait_for(&format!("write {id} through node1"), WAIT, || async {
-            let r = http
-                .patch(format!("{thawed}/api/sessions/{id}"))
-                .json(&json!({"by_thawed": true}))
-                .send()
-                .await
-                .ok()?;
-            if r.status() == 200 {
-                return r.json().await.ok();
-            }
-            assert_eq!(r.status(), 503, "only a retryable refusal is allowed");
-            refused.fetch_add(1, Ordering::Relaxed);
-            None
-        })
+        let doc = until_accepted(
+            &format!("write {id} through node1"),
+            200,
+            Some(&refused),
+            || {
+                http.patch(format!("{thawed}/api/sessions/{id}"))
+                    .json(&json!({"by_thawed": true}))
+            },
+        )
         .await;
         assert_eq!(doc["data"]["counter"], 1, "{id}: written on the old copy");
     }

@@ -308,36 +308,37 @@ impl Replication {
         update: impl Fn(&serde_json::value::RawValue) -> Box<serde_json::value::RawValue>,
         f: impl Fn(&Session) -> T,
     ) -> Result<T, OwnerError> {
-        self.caught_up(id).await;
-        if self.inner.store.known(id, now_millis()) == Known::Unknown {
-            self.read_through(id).await;
-        }
-        let mut retried = false;
-        loop {
-            let (value, entry) = self
-                .inner
-                .store
-                .write(id, now_millis(), if_match, &update, &f)?;
-            match self.replicate(id, &entry).await {
-                // The replica's newer copy is in place now: write on top of it.
-                Err(OwnerError::Stale { .. }) if !retried => retried = true,
-                outcome => return outcome.map(|()| value),
-            }
-        }
+        let store = &self.inner.store;
+        self.replicated_change(id, || store.write(id, now_millis(), if_match, &update, &f))
+            .await
     }
 
     /// Deletes a session (a replicated tombstone).
     pub async fn delete(&self, id: &SessionId, if_match: Option<u64>) -> Result<(), OwnerError> {
+        let store = &self.inner.store;
+        self.replicated_change(id, || Ok(((), store.delete(id, now_millis(), if_match)?)))
+            .await
+    }
+
+    /// Applies `change` to the local copy of `id` (looked up on the other
+    /// holders first when unknown or in doubt) and replicates the result. When
+    /// a replica answers with a newer copy (now in place here), the change is
+    /// applied once more, on top of it.
+    async fn replicated_change<T>(
+        &self,
+        id: &SessionId,
+        change: impl Fn() -> Result<(T, Entry), WriteError>,
+    ) -> Result<T, OwnerError> {
         self.caught_up(id).await;
         if self.inner.store.known(id, now_millis()) == Known::Unknown {
             self.read_through(id).await;
         }
         let mut retried = false;
         loop {
-            let tombstone = self.inner.store.delete(id, now_millis(), if_match)?;
-            match self.replicate(id, &tombstone).await {
+            let (value, entry) = change()?;
+            match self.replicate(id, &entry).await {
                 Err(OwnerError::Stale { .. }) if !retried => retried = true,
-                outcome => return outcome,
+                outcome => return outcome.map(|()| value),
             }
         }
     }
