@@ -7,7 +7,8 @@
 //!   nodes, the same on every node); the first node clockwise from a session id's
 //!   hash owns the session.
 //! - [`routing`]: a request naming a session is served here when this node owns it,
-//!   else forwarded once to the owner's internal listener ([`peer_client`]).
+//!   else forwarded once to the owner's internal listener ([`peer_client`]); page
+//!   reads ask the owner for the session over a multiplexed [`link`] instead.
 //! - [`session`]: the owner keeps sessions in memory with a sliding idle TTL.
 //! - [`replication`]: each write is copied to the next nodes clockwise before it
 //!   is acknowledged; after a ring change, copies move to their new holders.
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod cookie;
 pub mod http;
+pub mod link;
 pub mod membership;
 pub mod metrics;
 pub mod node;

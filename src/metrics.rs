@@ -220,6 +220,8 @@ pub struct Metrics {
     ring_members: Gauge,
     /// Times the ring (the set of ready members) changed since start.
     pub ring_changes: Counter,
+    /// Session reads this node served to peers over links.
+    pub link_reads: Counter,
 
     // ---- mirrored at scrape time from the replication layer's own counters ----
     /// Copies confirmed by replicas for client writes (counted on the writer).
@@ -323,6 +325,10 @@ impl Metrics {
             c
         };
         let ring_changes = counter("ring_changes", "Changes of the ring since start");
+        let link_reads = counter(
+            "link_reads",
+            "Session reads served to peers over links (page reads that entered another node)",
+        );
         let replication_writes = counter(
             "replication_writes",
             "Writes applied and acknowledged by a replica",
@@ -388,6 +394,7 @@ impl Metrics {
             members,
             ring_members,
             ring_changes,
+            link_reads,
             replication_writes,
             replication_failures,
             handoff_sessions_sent,

@@ -55,6 +55,9 @@ pub struct Node {
     transport: PeerTransport,
     /// Cancelled when an operator asks this node to leave (`POST /api/admin/leave`).
     leave: CancellationToken,
+    /// Cancelled when the listeners stop: the peer links served here close (an
+    /// upgraded connection would otherwise hold the graceful stop for its grace).
+    link_stop: CancellationToken,
 }
 
 impl Node {
@@ -64,6 +67,11 @@ impl Node {
 
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Cancelled when this node's listeners stop: peer links served here close.
+    pub fn link_stop(&self) -> &CancellationToken {
+        &self.link_stop
     }
 
     pub fn config(&self) -> &Config {
@@ -199,6 +207,7 @@ impl NodeHandle {
             (self.node.config.gossip_interval * 3).min(grace.saturating_sub(started.elapsed()));
         tokio::time::sleep(rounds).await;
         // Stop accepting; in-flight requests finish within `shutdown_grace`.
+        self.node.link_stop.cancel();
         tokio::join!(self.public.stop(true), self.internal.stop(true));
         for server in self.servers {
             let _ = server.await;
@@ -323,6 +332,7 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
         status: AtomicU8::new(0),
         metrics: Metrics::new(&config.node_id),
         leave: CancellationToken::new(),
+        link_stop: CancellationToken::new(),
         transport,
         config,
     });

@@ -14,6 +14,7 @@ use futures_util::TryStreamExt;
 
 use crate::auth::{self, Signer};
 use crate::http::ApiError;
+use crate::link::{Answer, LinkError, Links};
 use crate::ring::NodeId;
 use crate::session::SessionId;
 use crate::tls::PeerTransport;
@@ -49,8 +50,20 @@ fn is_hop_by_hop(name: &str) -> bool {
 /// client); larger answers, or answers of unknown length, stream.
 const INLINE_ANSWER_BYTES: u64 = 256 * 1024;
 
+/// What a holder answered to a read over a link.
+pub enum HolderRead {
+    /// The session's data (compact JSON object).
+    Data(Bytes),
+    /// The holder has no such session.
+    NoSession,
+    /// The peer does not serve links (an older version): forward over HTTP.
+    NoLink,
+}
+
 pub struct PeerClient {
     http: reqwest::Client,
+    /// Session reads ask the holder over a link (see [`crate::link`]).
+    links: Links,
     transport: PeerTransport,
     signer: Signer,
     self_id: NodeId,
@@ -81,6 +94,7 @@ impl PeerClient {
             .build()?;
         Ok(PeerClient {
             http,
+            links: Links::new(self_id.clone(), signer.clone(), timeout, transport)?,
             transport: transport.clone(),
             signer,
             self_id,
@@ -112,6 +126,42 @@ impl PeerClient {
         Some(url)
     }
 
+    /// Reads session `id` from `holder` (at `internal_addr`) over a link, as
+    /// the holder serves a forwarded read.
+    pub async fn read_session(
+        &self,
+        holder: &str,
+        internal_addr: &str,
+        id: &SessionId,
+    ) -> Result<HolderRead, ApiError> {
+        let _permit = self.permit()?;
+        match self.links.read(internal_addr, id).await {
+            Ok(Answer::Found(data)) => Ok(HolderRead::Data(data)),
+            Ok(Answer::Missing) => Ok(HolderRead::NoSession),
+            Err(LinkError::Unsupported) => Ok(HolderRead::NoLink),
+            Err(LinkError::Connect(error)) => {
+                tracing::debug!(%holder, %error, "link failed");
+                Err(ApiError::owner_unavailable(holder))
+            }
+            Err(error) => {
+                tracing::debug!(%holder, %error, "link read failed");
+                Err(ApiError::owner_failed(holder, &error))
+            }
+        }
+    }
+
+    /// A slot among the requests in flight to other nodes from this worker.
+    fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        self.inflight.try_acquire().map_err(|_| {
+            ApiError::limit(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many requests in flight to other nodes (max_forwards); retry shortly",
+                Some(1),
+            )
+        })
+    }
+
     /// Sends `req` (with `body`) to the internal listener at `internal_addr` and
     /// relays the owner's answer, marked with `x-entry-node`. `session` is the
     /// session id this node read from the request's validly signed cookie, if
@@ -126,14 +176,7 @@ impl PeerClient {
         session: Option<&SessionId>,
     ) -> Result<HttpResponse, ApiError> {
         // Held until the owner's answer is read (or, when it streams, starts).
-        let _permit = self.inflight.try_acquire().map_err(|_| {
-            ApiError::limit(
-                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "too many requests in flight to other nodes (max_forwards); retry shortly",
-                Some(1),
-            )
-        })?;
+        let _permit = self.permit()?;
         let mut path = String::with_capacity(FORWARD_PREFIX.len() + req.path().len());
         path.push_str(FORWARD_PREFIX);
         path.push_str(req.path());

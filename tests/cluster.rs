@@ -520,7 +520,13 @@ async fn the_internal_listener_refuses_strangers() {
         )),
     ];
     for auth in forged {
-        for path in [fwd.as_str(), "/internal/ping", "/fwd/", "/anything"] {
+        for path in [
+            fwd.as_str(),
+            "/internal/ping",
+            "/fwd/",
+            sessionmesh::link::LINK_PATH,
+            "/anything",
+        ] {
             let mut request = http
                 .get(cluster.internal_url(0, path))
                 .header("x-entry-node", "node2");

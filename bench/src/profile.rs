@@ -4,6 +4,8 @@
 //!
 //! - owner read: wrk → node A (owns the session); A is sampled.
 //! - forwarded read: wrk → node B → node A; B (entry) and A (owner) are sampled.
+//! - login (replication factor 2): wrk → node A, which copies every new session
+//!   to node B; both are sampled.
 //!
 //! Each profile is written as perf's text report (self time per symbol, and
 //! inclusive time with callers) under `<out>/profile/`.
@@ -85,12 +87,24 @@ pub async fn run(options: &Options, http: &reqwest::Client) -> anyhow::Result<Ve
     let cookie = procs::set_cookie(&response, "SESSION").context("login set no cookie")?;
     let seconds = options.duration.as_secs().max(1);
     let mut written = Vec::new();
-    for (case, target, sampled) in [
-        ("owner", owner, vec![("owner", owner)]),
-        ("forwarded", entry, vec![("entry", entry), ("owner", owner)]),
+    let login = format!("/login?name={NAME}");
+    for (case, target, path, sampled) in [
+        ("owner", owner, "/", vec![("owner", owner)]),
+        (
+            "forwarded",
+            entry,
+            "/",
+            vec![("entry", entry), ("owner", owner)],
+        ),
+        (
+            "login",
+            owner,
+            login.as_str(),
+            vec![("owner", owner), ("replica", entry)],
+        ),
     ] {
         let spec = WrkSpec {
-            url: target.url("/"),
+            url: target.url(path),
             connections: options.connections,
             // Longer than the sampling, which starts after a second of load.
             duration: Duration::from_secs(seconds + 2),
@@ -114,7 +128,7 @@ pub async fn run(options: &Options, http: &reqwest::Client) -> anyhow::Result<Ve
         let (run, datas) = tokio::join!(load, record);
         let run = run?;
         eprintln!(
-            "bench: profiled {case} read: {:.0} req/s, {} errors",
+            "bench: profiled {case}: {:.0} req/s, {} errors",
             run.rps(),
             run.errors.total()
         );

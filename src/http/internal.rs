@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::ApiError;
 use crate::auth::{self, Signer};
+use crate::link::LINK_PATH;
 use crate::membership::{prove, Proof, ADMISSION_PATH};
 use crate::node::Node;
 use crate::peer_client::ENTRY_NODE;
@@ -35,7 +36,8 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/internal/ping", web::get().to(ping))
         .route(ADMISSION_PATH, web::get().to(admission))
         .route(REPLICATE_PATH, web::post().to(replicate))
-        .route(&format!("{SESSIONS_PATH}/{{id}}"), web::get().to(copy));
+        .route(&format!("{SESSIONS_PATH}/{{id}}"), web::get().to(copy))
+        .route(LINK_PATH, web::get().to(crate::link::server::accept));
 }
 
 #[derive(serde::Deserialize)]
@@ -105,26 +107,31 @@ pub(super) async fn authenticate(
         let response = ApiError::new(status, code, message).error_response();
         Ok(req.into_response(response).map_into_right_body())
     };
+    // A link upgrade's payload is the link itself: it is signed with no body and
+    // left for the link to read.
+    let is_link = req.path() == LINK_PATH;
     let mut payload = req.take_payload();
     let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let Ok(chunk) = chunk else {
-            return refuse(
-                req,
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                "could not read the request body".into(),
-            );
-        };
-        if body.len() + chunk.len() > MAX_BATCH_BYTES {
-            return refuse(
-                req,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "internal request body too large".into(),
-            );
+    if !is_link {
+        while let Some(chunk) = payload.next().await {
+            let Ok(chunk) = chunk else {
+                return refuse(
+                    req,
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    "could not read the request body".into(),
+                );
+            };
+            if body.len() + chunk.len() > MAX_BATCH_BYTES {
+                return refuse(
+                    req,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "internal request body too large".into(),
+                );
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
     }
     let body = body.freeze();
     let verified = {
@@ -157,7 +164,11 @@ pub(super) async fn authenticate(
             if let Some(forwarded) = forwarded {
                 req.extensions_mut().insert(forwarded);
             }
-            req.set_payload(actix_web::dev::Payload::from(body));
+            req.set_payload(if is_link {
+                payload
+            } else {
+                actix_web::dev::Payload::from(body)
+            });
             Ok(next.call(req).await?.map_into_left_body())
         }
         Err(error) => {

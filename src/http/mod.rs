@@ -26,6 +26,7 @@ use serde_json::json;
 use crate::node::Node;
 use crate::peer_client::{PeerClient, FORWARD_PREFIX};
 use crate::replication::OwnerError;
+use crate::ring::NodeId;
 use crate::routing::{self, Route};
 use crate::session::{SessionId, WriteError};
 
@@ -165,16 +166,42 @@ impl Ctx {
     }
 
     /// Serves `local` here when this node should serve `id`, else forwards the
-    /// request (with `body`) to the owner and relays its answer. When the owner
-    /// cannot be reached, the next holder of the session is tried (a replica
-    /// takes over at once, without waiting for the failure detector); when that
-    /// is this node, it serves locally.
+    /// request (with `body`) to the owner and relays its answer (see
+    /// [`Ctx::on_holder`]).
     pub async fn on_owner(
         &self,
         id: &SessionId,
         body: Bytes,
         local: impl std::future::Future<Output = Result<HttpResponse, ApiError>>,
     ) -> Result<HttpResponse, ApiError> {
+        let session = self.verified.get();
+        self.on_holder(id, local, |holder, addr| {
+            let body = body.clone();
+            async move {
+                self.peers
+                    .forward(&holder, &addr, &self.req, body, session.as_ref())
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// Serves `local` here when this node should serve `id`, else asks the
+    /// owner with `remote(owner, its internal address)`. When the owner cannot
+    /// be reached, the next holder of the session is tried (a replica takes
+    /// over at once, without waiting for the failure detector); when that is
+    /// this node, it serves locally. A request that came from a peer is served
+    /// here.
+    pub async fn on_holder<R, Fut>(
+        &self,
+        id: &SessionId,
+        local: impl std::future::Future<Output = Result<HttpResponse, ApiError>>,
+        mut remote: R,
+    ) -> Result<HttpResponse, ApiError>
+    where
+        R: FnMut(NodeId, String) -> Fut,
+        Fut: std::future::Future<Output = Result<HttpResponse, ApiError>>,
+    {
         if self.forwarded() {
             return local.await;
         }
@@ -190,7 +217,6 @@ impl Ctx {
             *self.req.method(),
             actix_web::http::Method::GET | actix_web::http::Method::HEAD
         );
-        let session = self.verified.get();
         let mut unreachable = None;
         for holder in view.ring.preference_list(id.as_bytes(), copies) {
             if unreachable.is_some() {
@@ -207,16 +233,7 @@ impl Ctx {
                 continue;
             };
             let started = std::time::Instant::now();
-            let result = self
-                .peers
-                .forward(
-                    holder,
-                    &member.internal_addr,
-                    &self.req,
-                    body.clone(),
-                    session.as_ref(),
-                )
-                .await;
+            let result = remote(holder.clone(), member.internal_addr.clone()).await;
             metrics::observe_forward(&self.node, started, &result);
             match result {
                 Err(e)

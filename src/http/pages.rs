@@ -6,8 +6,11 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{read_body, ApiError, Ctx};
-use crate::session::{now_millis, to_raw, Session};
+use bytes::Bytes;
+
+use super::{read_body, ApiError, Ctx, SERVED_BY};
+use crate::peer_client::{HolderRead, ENTRY_NODE};
+use crate::session::{json_str_field, now_millis, to_raw, Session};
 
 /// Longest accepted login name, in characters.
 const MAX_NAME_CHARS: usize = 256;
@@ -95,7 +98,33 @@ async fn home(ctx: Ctx) -> Result<HttpResponse, ApiError> {
             .flatten();
         Ok(html(page(node.id(), name.as_deref())))
     };
-    ctx.on_owner(&id, Default::default(), local).await
+    // Elsewhere, the holder is asked for the session over a link and the page
+    // is made here, with the holder's id as the node that served it.
+    let ctx = &ctx;
+    let entry = ctx.node.id();
+    ctx.on_holder(&id, local, |holder, addr| async move {
+        let name = match ctx.peers.read_session(&holder, &addr, &id).await? {
+            HolderRead::Data(data) => std::str::from_utf8(&data)
+                .ok()
+                .and_then(|json| json_str_field(json, "name")),
+            HolderRead::NoSession => None,
+            HolderRead::NoLink => {
+                return ctx
+                    .peers
+                    .forward(&holder, &addr, &ctx.req, Bytes::new(), Some(&id))
+                    .await
+            }
+        };
+        let mut response = html(page(&holder, name.as_deref()));
+        let headers = response.headers_mut();
+        for (name, value) in [(SERVED_BY, &*holder), (ENTRY_NODE, entry)] {
+            if let Ok(value) = header::HeaderValue::from_str(value) {
+                headers.insert(header::HeaderName::from_static(name), value);
+            }
+        }
+        Ok(response)
+    })
+    .await
 }
 
 #[derive(Deserialize)]

@@ -64,68 +64,70 @@ impl Session {
     }
 
     /// The value of a top-level string field of `data`, if any.
-    ///
-    /// Walks the object once without building it: other fields' values are
-    /// skipped, keys are borrowed from the text when they need no unescaping.
-    /// As with a parsed map, the last of duplicate keys wins.
     pub fn data_str(&self, field: &str) -> Option<String> {
-        use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
-        use std::borrow::Cow;
-
-        struct Key<'de>(Cow<'de, str>);
-        impl<'de> serde::Deserialize<'de> for Key<'de> {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> Visitor<'de> for V {
-                    type Value = Key<'de>;
-                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                        f.write_str("a string")
-                    }
-                    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                        Ok(Key(Cow::Borrowed(v)))
-                    }
-                    fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                        Ok(Key(Cow::Owned(v.to_owned())))
-                    }
-                }
-                d.deserialize_str(V)
-            }
-        }
-
-        struct Find<'f>(&'f str);
-        impl<'de> DeserializeSeed<'de> for Find<'_> {
-            type Value = Option<String>;
-            fn deserialize<D: serde::Deserializer<'de>>(
-                self,
-                d: D,
-            ) -> Result<Self::Value, D::Error> {
-                d.deserialize_map(self)
-            }
-        }
-        impl<'de> Visitor<'de> for Find<'_> {
-            type Value = Option<String>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut found = None;
-                while let Some(Key(key)) = map.next_key()? {
-                    if key == self.0 {
-                        let value: serde_json::Value = map.next_value()?;
-                        found = value.as_str().map(str::to_owned);
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-                Ok(found)
-            }
-        }
-
-        let mut de = serde_json::Deserializer::from_str(self.data.get());
-        let found = Find(field).deserialize(&mut de).ok()?;
-        de.end().ok()?;
-        found
+        json_str_field(self.data.get(), field)
     }
+}
+
+/// The value of a top-level string field of the JSON object `json`, if any.
+///
+/// Walks the object once without building it: other fields' values are
+/// skipped, keys are borrowed from the text when they need no unescaping.
+/// As with a parsed map, the last of duplicate keys wins.
+pub fn json_str_field(json: &str, field: &str) -> Option<String> {
+    use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+    use std::borrow::Cow;
+
+    struct Key<'de>(Cow<'de, str>);
+    impl<'de> serde::Deserialize<'de> for Key<'de> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Key<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Borrowed(v)))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Owned(v.to_owned())))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    struct Find<'f>(&'f str);
+    impl<'de> DeserializeSeed<'de> for Find<'_> {
+        type Value = Option<String>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Find<'_> {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(Key(key)) = map.next_key()? {
+                if key == self.0 {
+                    let value: serde_json::Value = map.next_value()?;
+                    found = value.as_str().map(str::to_owned);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_str(json);
+    let found = Find(field).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    found
 }
 
 /// The session document of the public API.

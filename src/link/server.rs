@@ -1,0 +1,130 @@
+//! The holder side of peer links: the upgrade route and the loop that serves a
+//! link's requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+
+use super::{Frame, FAILED, FOUND, MISSING, READ};
+use crate::node::Node;
+use crate::session::SessionId;
+
+/// Largest WebSocket message either side accepts.
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A link with no request for this long is closed (the entry opens a new one
+/// when it needs it): no connection outlives a peer that vanished silently.
+const IDLE: Duration = Duration::from_secs(120);
+
+/// Requests of one link being served at once past the first look (reads that
+/// wait for a read-through); past it, the link stops reading.
+const MAX_PENDING: usize = 1024;
+
+/// `GET /internal/link` (signed, `Upgrade: websocket`): opens a link.
+pub async fn accept(
+    req: HttpRequest,
+    body: web::Payload,
+    node: web::Data<Node>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let stream = stream.max_frame_size(MAX_MESSAGE_BYTES);
+    // On this worker's runtime: the link ends with its connection, or with the
+    // worker at shutdown.
+    actix_web::rt::spawn(serve(node, session, stream));
+    Ok(response)
+}
+
+async fn serve(
+    node: web::Data<Node>,
+    mut session: actix_ws::Session,
+    mut stream: actix_ws::MessageStream,
+) {
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING));
+    let stop = node.link_stop().clone();
+    loop {
+        let message = tokio::select! {
+            _ = stop.cancelled() => break,
+            message = tokio::time::timeout(IDLE, stream.recv()) => match message {
+                Ok(Some(Ok(message))) => message,
+                // Idle, closed by the peer, or a protocol error.
+                _ => break,
+            },
+        };
+        match message {
+            actix_ws::Message::Binary(data) => {
+                let mut replies = BytesMut::new();
+                for frame in Frame::decode_all(data) {
+                    let Ok(frame) = frame else {
+                        tracing::warn!("malformed message on a peer link: closing it");
+                        let _ = session.close(None).await;
+                        return;
+                    };
+                    let mut answer = Box::pin(answer(node.clone(), frame));
+                    // Most reads are answered at once: no task for them.
+                    match (&mut answer).now_or_never() {
+                        Some(reply) => replies.extend_from_slice(&reply),
+                        None => {
+                            let Ok(permit) = pending.clone().acquire_owned().await else {
+                                return;
+                            };
+                            let mut session = session.clone();
+                            actix_web::rt::spawn(async move {
+                                let reply = answer.await;
+                                let _ = session.binary(reply).await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                }
+                if !replies.is_empty() && session.binary(replies.freeze()).await.is_err() {
+                    return;
+                }
+            }
+            actix_ws::Message::Ping(data) if session.pong(&data).await.is_err() => return,
+            actix_ws::Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    let _ = session.close(None).await;
+}
+
+/// The reply to one request, encoded.
+async fn answer(node: web::Data<Node>, frame: Frame) -> Bytes {
+    let mut out = BytesMut::new();
+    match frame.kind {
+        READ => {
+            let id = std::str::from_utf8(&frame.body)
+                .ok()
+                .and_then(SessionId::parse);
+            match id {
+                None => failed(frame.id, "bad_request", "malformed session id", &mut out),
+                Some(id) => {
+                    node.metrics().link_reads.inc();
+                    let data = node
+                        .replication()
+                        .read(&id, |s| Bytes::copy_from_slice(s.data.get().as_bytes()))
+                        .await;
+                    match data {
+                        Some(data) => Frame::encode(frame.id, FOUND, &data, &mut out),
+                        None => Frame::encode(frame.id, MISSING, &[], &mut out),
+                    }
+                }
+            }
+        }
+        kind => failed(
+            frame.id,
+            "unknown_request",
+            &format!("unknown link request kind {kind:#x}"),
+            &mut out,
+        ),
+    }
+    out.freeze()
+}
+
+fn failed(id: u64, code: &str, message: &str, out: &mut BytesMut) {
+    let text = format!("{code}\n{message}");
+    Frame::encode(id, FAILED, text.as_bytes(), out);
+}

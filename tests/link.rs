@@ -1,0 +1,197 @@
+//! Peer links: page reads that enter a node other than the session's holder ask
+//! the holder over one multiplexed WebSocket on the internal listener.
+
+mod common;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use common::{header, set_cookie, Cluster};
+
+/// Requests to the owner's internal listener on the forwarded page route.
+fn forwarded_page_requests(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("sessionmesh_http_requests_total{"))
+        .filter(|l| l.contains(r#"listener="internal""#) && l.contains(r#"route="/fwd/""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// 1. three nodes; log in on node1 (which mints an id it owns);
+/// 2. 64 reads at once through node2 and node3: each greets the name, says
+///    node1 served it and names its entry node;
+/// 3. node1 served them over links (its link read counter grew by at least
+///    64), and not one came as a forwarded HTTP request;
+/// 4. after logout, the same reads greet the Guest (the holder said missing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_reads_entering_other_nodes_ask_the_owner_over_links() {
+    let cluster = Cluster::start(3).await;
+    let http = &cluster.http;
+    let login = http
+        .get(cluster.url(0, "/login?name=Ada"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&login, "x-served-by").as_deref(), Some("node1"));
+    let cookie = set_cookie(&login, "SESSION").unwrap();
+    let owner = cluster.nodes[0].node();
+    let reads_before = owner.metrics().link_reads.get();
+
+    let reads = (0..64).map(|i| {
+        let entry = 1 + i % 2;
+        let request = http
+            .get(cluster.url(entry, "/"))
+            .header("cookie", &cookie)
+            .send();
+        async move {
+            let page = request.await.unwrap();
+            assert_eq!(page.status(), 200);
+            assert_eq!(header(&page, "x-served-by").as_deref(), Some("node1"));
+            assert_eq!(
+                header(&page, "x-entry-node"),
+                Some(format!("node{}", entry + 1))
+            );
+            let body = page.text().await.unwrap();
+            assert!(body.contains(">Hello, Ada<"), "{body}");
+            assert!(
+                body.contains(r#"<code id="served-by">node1</code>"#),
+                "{body}"
+            );
+        }
+    });
+    futures_util::future::join_all(reads).await;
+    let served = owner.metrics().link_reads.get() - reads_before;
+    assert!(served >= 64, "{served} link reads served for 64 page reads");
+    let text = owner.metrics().encode().unwrap();
+    assert_eq!(forwarded_page_requests(&text), 0, "{text}");
+
+    let logout = http
+        .post(cluster.url(0, "/logout"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 200);
+    for entry in [1, 2] {
+        let page = http
+            .get(cluster.url(entry, "/"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&page, "x-served-by").as_deref(), Some("node1"));
+        assert!(page.text().await.unwrap().contains(">Hello, Guest<"));
+    }
+    cluster.shutdown().await;
+}
+
+fn frame(id: u64, kind: u8, body: &[u8]) -> BytesMut {
+    let mut out = BytesMut::new();
+    out.put_u32((9 + body.len()) as u32);
+    out.put_u64(id);
+    out.put_u8(kind);
+    out.put_slice(body);
+    out
+}
+
+/// `(request id, kind, body)` of every frame of a message.
+fn frames(mut message: Bytes) -> Vec<(u64, u8, Bytes)> {
+    let mut out = Vec::new();
+    while message.has_remaining() {
+        let length = message.get_u32() as usize;
+        let mut frame = message.split_to(length);
+        let id = frame.get_u64();
+        let kind = frame.get_u8();
+        out.push((id, kind, frame));
+    }
+    out
+}
+
+/// The wire protocol as a peer speaks it, against a real node:
+/// 1. an upgrade without the cluster secret's signature is refused (401);
+/// 2. a signed upgrade opens a link; three requests in one message are each
+///    answered under their own id: the session's data, missing, and a failure
+///    for an unknown request kind;
+/// 3. a message that is not whole frames closes the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_serves_signed_peers_frame_by_frame() {
+    let cluster = Cluster::start(1).await;
+    let http = &cluster.http;
+    let created: serde_json::Value = http
+        .post(cluster.url(0, "/api/sessions"))
+        .json(&serde_json::json!({"name": "Ada", "n": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let addr = cluster.nodes[0].addrs().internal;
+    let url = format!("ws://{addr}{}", sessionmesh::link::LINK_PATH);
+
+    let unsigned = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let refused = tokio_tungstenite::client_async(url.as_str(), unsigned).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 401)
+        }
+        other => panic!("an unsigned link was not refused: {other:?}"),
+    }
+
+    let signer = sessionmesh::auth::Signer::new(cluster.secrets.cluster.clone());
+    let mut request = url.as_str().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "x-sessionmesh-auth",
+        signer
+            .sign("peer", "GET", sessionmesh::link::LINK_PATH, b"")
+            .parse()
+            .unwrap(),
+    );
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut ws, response) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
+    assert_eq!(response.status(), 101);
+
+    let unknown = "A".repeat(22);
+    let mut message = frame(7, sessionmesh::link::READ, id.as_bytes());
+    message.extend_from_slice(&frame(8, sessionmesh::link::READ, unknown.as_bytes()));
+    message.extend_from_slice(&frame(9, 0x42, b""));
+    ws.send(Message::Binary(message.freeze())).await.unwrap();
+    let mut answers = Vec::new();
+    while answers.len() < 3 {
+        match ws.next().await.unwrap().unwrap() {
+            Message::Binary(data) => answers.extend(frames(data)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    answers.sort_by_key(|a| a.0);
+    assert_eq!(answers[0].0, 7);
+    assert_eq!(answers[0].1, sessionmesh::link::FOUND);
+    let data: serde_json::Value = serde_json::from_slice(&answers[0].2).unwrap();
+    assert_eq!(data, serde_json::json!({"name": "Ada", "n": 1}));
+    assert_eq!(
+        (answers[1].0, answers[1].1),
+        (8, sessionmesh::link::MISSING)
+    );
+    assert_eq!((answers[2].0, answers[2].1), (9, sessionmesh::link::FAILED));
+    assert!(
+        std::str::from_utf8(&answers[2].2)
+            .unwrap()
+            .starts_with("unknown_request\n"),
+        "{:?}",
+        answers[2].2
+    );
+
+    // Half a frame: the node closes the link.
+    ws.send(Message::Binary(Bytes::from_static(&[0, 0, 0, 40, 1])))
+        .await
+        .unwrap();
+    match ws.next().await {
+        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => {}
+        Some(Ok(other)) => panic!("the link stayed open: {other:?}"),
+    }
+    cluster.shutdown().await;
+}
