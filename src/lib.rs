@@ -8,7 +8,8 @@
 //!   hash owns the session.
 //! - [`routing`]: a request naming a session is served here when this node owns it,
 //!   else forwarded once to the owner's internal listener ([`peer_client`]); page
-//!   reads ask the owner for the session over a multiplexed [`link`] instead.
+//!   reads ask the owner for the session over a multiplexed [`link`] instead,
+//!   and replication batches travel over links too.
 //! - [`session`]: the owner keeps sessions in memory with a sliding idle TTL.
 //! - [`replication`]: each write is copied to the next nodes clockwise before it
 //!   is acknowledged; after a ring change, copies move to their new holders.

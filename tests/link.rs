@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -10,12 +12,13 @@ use tokio_tungstenite::tungstenite::Message;
 
 use common::{header, set_cookie, Cluster};
 
-/// Requests to the owner's internal listener on the forwarded page route.
-fn forwarded_page_requests(metrics: &str) -> u64 {
+/// Requests to a node's internal listener on `route`, from its metrics text.
+fn internal_requests(metrics: &str, route: &str) -> u64 {
+    let route = format!(r#"route="{route}""#);
     metrics
         .lines()
         .filter(|l| l.starts_with("sessionmesh_http_requests_total{"))
-        .filter(|l| l.contains(r#"listener="internal""#) && l.contains(r#"route="/fwd/""#))
+        .filter(|l| l.contains(r#"listener="internal""#) && l.contains(&route))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
@@ -25,7 +28,9 @@ fn forwarded_page_requests(metrics: &str) -> u64 {
 ///    node1 served it and names its entry node;
 /// 3. node1 served them over links (its link read counter grew by at least
 ///    64), and not one came as a forwarded HTTP request;
-/// 4. after logout, the same reads greet the Guest (the holder said missing).
+/// 4. after logout, the same reads greet the Guest (the holder said missing);
+/// 5. the login and the logout reached the replica over a link too: a write was
+///    acknowledged by a replica, and no node got a replication batch over HTTP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_reads_entering_other_nodes_ask_the_owner_over_links() {
     let cluster = Cluster::start(3).await;
@@ -66,7 +71,7 @@ async fn page_reads_entering_other_nodes_ask_the_owner_over_links() {
     let served = owner.metrics().link_reads.get() - reads_before;
     assert!(served >= 64, "{served} link reads served for 64 page reads");
     let text = owner.metrics().encode().unwrap();
-    assert_eq!(forwarded_page_requests(&text), 0, "{text}");
+    assert_eq!(internal_requests(&text, "/fwd/"), 0, "{text}");
 
     let logout = http
         .post(cluster.url(0, "/logout"))
@@ -84,6 +89,16 @@ async fn page_reads_entering_other_nodes_ask_the_owner_over_links() {
             .unwrap();
         assert_eq!(header(&page, "x-served-by").as_deref(), Some("node1"));
         assert!(page.text().await.unwrap().contains(">Hello, Guest<"));
+    }
+    let replicated = owner
+        .replication()
+        .stats()
+        .replicated
+        .load(Ordering::Relaxed);
+    assert!(replicated >= 2, "{replicated} copies acknowledged");
+    for node in &cluster.nodes {
+        let text = node.node().metrics().encode().unwrap();
+        assert_eq!(internal_requests(&text, "/internal/replicate"), 0, "{text}");
     }
     cluster.shutdown().await;
 }

@@ -20,7 +20,7 @@ use crate::link::LINK_PATH;
 use crate::membership::{prove, Proof, ADMISSION_PATH};
 use crate::node::Node;
 use crate::peer_client::ENTRY_NODE;
-use crate::replication::client::{Batch, BatchAck, REPLICATE_PATH, SESSIONS_PATH};
+use crate::replication::client::{REPLICATE_PATH, SESSIONS_PATH};
 use crate::session::SessionId;
 
 /// Marks a request that a peer forwarded here: it is served locally.
@@ -68,16 +68,12 @@ pub(super) const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
 /// `POST /internal/replicate`: merges copies sent by a peer.
 async fn replicate(node: web::Data<Node>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
-    let batch: Batch = serde_json::from_slice(&body).map_err(|e| {
+    let ack = node.replication().apply_batch(&body).map_err(|e| {
         ApiError::bad_request("bad_batch", format!("malformed replication batch: {e}"))
     })?;
-    let received = batch.records.len();
-    let (applied, superseded) = node.replication().apply(batch.records);
-    Ok(HttpResponse::Ok().json(BatchAck {
-        received,
-        applied,
-        superseded,
-    }))
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(ack))
 }
 
 /// `GET /internal/sessions/{id}`: this node's copy (live or tombstone), for a

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-use super::{Frame, BATCH_BYTES, FAILED, FOUND, LINK_PATH, MISSING, READ};
+use super::{Frame, ACK, BATCH_BYTES, FAILED, FOUND, LINK_PATH, MISSING, READ, REPLICATE};
 use crate::auth::{self, Signer};
 use crate::ring::NodeId;
 use crate::session::SessionId;
@@ -26,6 +26,10 @@ use crate::tls::PeerTransport;
 /// How long a peer that does not serve links (an older version) is asked over
 /// HTTP before a link is tried again.
 const UNSUPPORTED_RETRY: Duration = Duration::from_secs(30);
+
+/// A link unused for this long is not used again (the holder closes links idle
+/// for [`super::server::IDLE`]; a request must not race that close).
+const REUSE: Duration = Duration::from_secs(60);
 
 /// What the holder answered to a read.
 #[derive(Debug, PartialEq, Eq)]
@@ -99,12 +103,37 @@ impl Links {
     /// doubt, expiry pushed forward).
     pub async fn read(&self, internal_addr: &str, id: &SessionId) -> Result<Answer, LinkError> {
         let body = Bytes::copy_from_slice(id.as_bytes());
-        // A link that closed under the request (an idle link the peer had just
-        // dropped) is replaced once; a read can be asked again.
-        let mut retried = false;
+        // A read can be asked again on a new link if its link closed under it.
+        let reply = self.request(internal_addr, READ, body, true).await?;
+        match reply.kind {
+            FOUND => Ok(Answer::Found(reply.body)),
+            MISSING => Ok(Answer::Missing),
+            _ => Err(unexpected(reply)),
+        }
+    }
+
+    /// Sends a replication batch (JSON) to the peer at `internal_addr`; its
+    /// acknowledgement (JSON). Sent once: a write applied twice would look like
+    /// a stale write to the writer.
+    pub async fn replicate(&self, internal_addr: &str, batch: Bytes) -> Result<Bytes, LinkError> {
+        let reply = self.request(internal_addr, REPLICATE, batch, false).await?;
+        match reply.kind {
+            ACK => Ok(reply.body),
+            _ => Err(unexpected(reply)),
+        }
+    }
+
+    async fn request(
+        &self,
+        internal_addr: &str,
+        kind: u8,
+        body: Bytes,
+        again_if_closed: bool,
+    ) -> Result<Frame, LinkError> {
+        let mut retried = !again_if_closed;
         loop {
             let link = self.link(internal_addr).await?;
-            match link.call(READ, body.clone(), self.timeout).await {
+            match link.call(kind, body.clone(), self.timeout).await {
                 Err(CallError::Closed) if !retried => retried = true,
                 Err(CallError::Closed) => return Err(LinkError::Broken("link closed".into())),
                 Err(CallError::TimedOut) => {
@@ -113,7 +142,7 @@ impl Links {
                         self.timeout
                     )))
                 }
-                Ok(reply) => return decode_answer(reply),
+                Ok(reply) => return Ok(reply),
             }
         }
     }
@@ -164,7 +193,7 @@ impl Links {
         self.links
             .lock()
             .get(addr)
-            .filter(|l| !l.is_closed())
+            .filter(|l| l.is_fresh())
             .cloned()
     }
 
@@ -213,19 +242,18 @@ impl Links {
     }
 }
 
-fn decode_answer(reply: Frame) -> Result<Answer, LinkError> {
+/// The error for a reply that is not one the request expects.
+fn unexpected(reply: Frame) -> LinkError {
     match reply.kind {
-        FOUND => Ok(Answer::Found(reply.body)),
-        MISSING => Ok(Answer::Missing),
         FAILED => {
             let text = String::from_utf8_lossy(&reply.body);
             let (code, message) = text.split_once('\n').unwrap_or(("failed", &text));
-            Err(LinkError::Failed {
+            LinkError::Failed {
                 code: code.to_owned(),
                 message: message.to_owned(),
-            })
+            }
         }
-        kind => Err(LinkError::Broken(format!("unknown reply kind {kind:#x}"))),
+        kind => LinkError::Broken(format!("unexpected reply kind {kind:#x}")),
     }
 }
 
@@ -240,6 +268,8 @@ enum CallError {
 struct Waiting {
     replies: HashMap<u64, oneshot::Sender<Frame>>,
     closed: bool,
+    /// When the last request was sent.
+    last_used: Option<Instant>,
     /// Stops both tasks, which drops the connection.
     stop: CancellationToken,
 }
@@ -354,6 +384,22 @@ impl Link {
         self.waiting.lock().closed
     }
 
+    /// Open, and used recently enough to be sure the holder keeps it; an idle
+    /// link is closed here first.
+    fn is_fresh(&self) -> bool {
+        let stale = {
+            let waiting = self.waiting.lock();
+            if waiting.closed {
+                return false;
+            }
+            waiting.last_used.is_some_and(|t| t.elapsed() >= REUSE)
+        };
+        if stale {
+            close(&self.waiting);
+        }
+        !stale
+    }
+
     async fn call(&self, kind: u8, body: Bytes, timeout: Duration) -> Result<Frame, CallError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -362,6 +408,7 @@ impl Link {
             if waiting.closed {
                 return Err(CallError::Closed);
             }
+            waiting.last_used = Some(Instant::now());
             waiting.replies.insert(id, tx);
         }
         if self.outgoing.send((id, kind, body)).is_err() {

@@ -1,5 +1,7 @@
-//! Peer links: one long-lived, multiplexed connection per (worker thread, peer)
-//! that carries an entry node's session reads to the session's holder.
+//! Peer links: long-lived, multiplexed connections to peers that carry an entry
+//! node's session reads to the session's holder (one link per worker thread and
+//! peer) and replication batches to replicas (one per peer, from the main
+//! runtime).
 //!
 //! A forwarded page read over plain HTTP costs a whole request on each side: the
 //! public request is rebuilt, signed, parsed again and its answer relayed. A link
@@ -13,9 +15,11 @@
 //!   forward instead.
 //! - Wire: each binary WebSocket message holds whole frames,
 //!   `length u32 | request id u64 | kind u8 | body` (big-endian; `length` counts
-//!   what follows it). Requests: [`READ`] (body: a session id). Replies carry the
-//!   request's id: [`FOUND`] (body: the session's data, compact JSON),
-//!   [`MISSING`], or [`FAILED`] (body: `<error code>\n<message>`).
+//!   what follows it). Requests: [`READ`] (body: a session id) and
+//!   [`REPLICATE`] (body: a replication batch, the JSON of `POST
+//!   /internal/replicate`). Replies carry the request's id: [`FOUND`] (body: the
+//!   session's data, compact JSON), [`MISSING`], [`ACK`] (body: the batch's
+//!   acknowledgement, JSON), or [`FAILED`] (body: `<error code>\n<message>`).
 //! - Replies come in any order; the writer of each side sends whatever is queued
 //!   in one message.
 
@@ -31,12 +35,16 @@ pub const LINK_PATH: &str = "/internal/link";
 
 /// Request: the session named by the body, as its holder serves a read.
 pub const READ: u8 = 0x01;
+/// Request: copies and writes to merge (a replication batch, JSON).
+pub const REPLICATE: u8 = 0x02;
 /// Reply: the session's data (compact JSON object).
 pub const FOUND: u8 = 0x81;
 /// Reply: no such session (unknown, expired or deleted).
 pub const MISSING: u8 = 0x82;
 /// Reply: the request could not be served (`<code>\n<message>`).
 pub const FAILED: u8 = 0x83;
+/// Reply: a replication batch merged (its acknowledgement, JSON).
+pub const ACK: u8 = 0x84;
 
 /// Bytes of a frame before its body: length, request id, kind.
 const HEADER_BYTES: usize = 4 + 8 + 1;
@@ -44,6 +52,11 @@ const HEADER_BYTES: usize = 4 + 8 + 1;
 /// Messages are cut at about this size when frames queue up; a single larger
 /// frame (a large session) goes alone.
 pub(crate) const BATCH_BYTES: usize = 256 * 1024;
+
+/// Largest replication batch sent over a link; larger ones (handoff of large
+/// sessions) go over HTTP. A link keeps the buffers its largest message needed
+/// for as long as it lives: this bounds them.
+pub const MAX_LINK_BATCH_BYTES: usize = 1024 * 1024;
 
 /// One request or reply.
 #[derive(Clone, Debug, PartialEq, Eq)]

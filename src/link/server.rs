@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 
-use super::{Frame, FAILED, FOUND, MISSING, READ};
+use super::{Frame, ACK, FAILED, FOUND, MISSING, READ, REPLICATE};
 use crate::node::Node;
 use crate::session::SessionId;
 
@@ -17,7 +17,7 @@ pub(crate) const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A link with no request for this long is closed (the entry opens a new one
 /// when it needs it): no connection outlives a peer that vanished silently.
-const IDLE: Duration = Duration::from_secs(120);
+pub(crate) const IDLE: Duration = Duration::from_secs(120);
 
 /// Requests of one link being served at once past the first look (reads that
 /// wait for a read-through); past it, the link stops reading.
@@ -114,6 +114,15 @@ async fn answer(node: web::Data<Node>, frame: Frame) -> Bytes {
                 }
             }
         }
+        REPLICATE => match node.replication().apply_batch(&frame.body) {
+            Ok(ack) => Frame::encode(frame.id, ACK, &ack, &mut out),
+            Err(e) => failed(
+                frame.id,
+                "bad_batch",
+                &format!("malformed replication batch: {e}"),
+                &mut out,
+            ),
+        },
         kind => failed(
             frame.id,
             "unknown_request",

@@ -3,11 +3,15 @@
 //! It lives on the node's main runtime (replication queues, handoff and
 //! read-through all run there), so one connection pool serves them all.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{self, Signer};
+use crate::link::{LinkError, Links, MAX_LINK_BATCH_BYTES};
 use crate::ring::NodeId;
 use crate::session::{Record, SessionId};
 use crate::tls::PeerTransport;
@@ -38,7 +42,7 @@ pub struct BatchAck {
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
     #[error("peer unreachable: {0}")]
-    Unreachable(reqwest::Error),
+    Unreachable(String),
     #[error("peer failed: {0}")]
     Failed(String),
 }
@@ -46,6 +50,8 @@ pub enum PeerError {
 #[derive(Clone)]
 pub struct InternalClient {
     http: reqwest::Client,
+    /// Batches go over peer links (see [`crate::link`]); HTTP to peers without.
+    links: Arc<Links>,
     transport: PeerTransport,
     signer: Signer,
     self_id: NodeId,
@@ -69,6 +75,12 @@ impl InternalClient {
             .build()?;
         Ok(InternalClient {
             http,
+            links: Arc::new(Links::new(
+                self_id.clone(),
+                signer.clone(),
+                timeout,
+                transport,
+            )?),
             transport: transport.clone(),
             signer,
             self_id,
@@ -77,13 +89,15 @@ impl InternalClient {
 
     fn map_err(error: reqwest::Error) -> PeerError {
         if error.is_connect() || error.is_timeout() {
-            PeerError::Unreachable(error)
+            PeerError::Unreachable(error.to_string())
         } else {
             PeerError::Failed(error.to_string())
         }
     }
 
-    /// Sends copies and writes to a peer, which merges them.
+    /// Sends copies and writes to a peer, which merges them: over the link to
+    /// the peer, or over HTTP when it does not serve links or the batch is
+    /// large.
     pub async fn push(
         &self,
         internal_addr: &str,
@@ -93,7 +107,24 @@ impl InternalClient {
             from: self.self_id.to_string(),
             records,
         };
-        let body = serde_json::to_vec(&batch).map_err(|e| PeerError::Failed(e.to_string()))?;
+        let body =
+            Bytes::from(serde_json::to_vec(&batch).map_err(|e| PeerError::Failed(e.to_string()))?);
+        if body.len() > MAX_LINK_BATCH_BYTES {
+            return self.push_http(internal_addr, body).await;
+        }
+        let ack = match self.links.replicate(internal_addr, body.clone()).await {
+            Ok(ack) => ack,
+            Err(LinkError::Unsupported) => return self.push_http(internal_addr, body).await,
+            Err(e @ (LinkError::Connect(_) | LinkError::Broken(_))) => {
+                return Err(PeerError::Unreachable(e.to_string()))
+            }
+            Err(e @ LinkError::Failed { .. }) => return Err(PeerError::Failed(e.to_string())),
+        };
+        serde_json::from_slice(&ack).map_err(|e| PeerError::Failed(e.to_string()))
+    }
+
+    /// [`InternalClient::push`] as `POST /internal/replicate`.
+    async fn push_http(&self, internal_addr: &str, body: Bytes) -> Result<BatchAck, PeerError> {
         let response = self
             .http
             .post(self.transport.url(internal_addr, REPLICATE_PATH))

@@ -343,6 +343,19 @@ impl Replication {
         }
     }
 
+    /// Merges a replication batch sent by a peer (JSON of [`client::Batch`]);
+    /// the acknowledgement to answer (JSON of [`client::BatchAck`]).
+    pub fn apply_batch(&self, body: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+        let batch: client::Batch = serde_json::from_slice(body)?;
+        let received = batch.records.len();
+        let (applied, superseded) = self.apply(batch.records);
+        serde_json::to_vec(&client::BatchAck {
+            received,
+            applied,
+            superseded,
+        })
+    }
+
     /// Merges copies and writes received from a peer. Returns how many changed
     /// the store, and this node's copy wherever it wins over the one received
     /// (for a write: wherever the write does not follow it).

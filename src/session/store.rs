@@ -11,6 +11,7 @@
 //! copy that wins under the conflict rule of [`Entry::supersedes`]).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -75,12 +76,16 @@ impl Shard {
 
 pub struct Store {
     shards: Box<[Mutex<Shard>]>,
+    /// Entries held over all shards, kept with every insert and removal (so
+    /// that a create's `max_sessions` check takes no lock).
+    count: AtomicUsize,
 }
 
 impl Default for Store {
     fn default() -> Self {
         Store {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            count: AtomicUsize::new(0),
         }
     }
 }
@@ -121,7 +126,9 @@ impl Store {
     ) -> Result<(T, Option<Entry>), F> {
         let mut shard = self.shard(id).lock();
         if shard.entries.get(id).is_some_and(|e| e.is_expired(now)) {
-            shard.entries.remove(id);
+            if shard.entries.remove(id).is_some() {
+                self.count.fetch_sub(1, Ordering::Relaxed);
+            }
             shard.doubted.remove(id);
             return Err(f);
         }
@@ -171,7 +178,9 @@ impl Store {
         match shard.entries.get(&id) {
             Some(existing) if !existing.is_expired(now) => false,
             _ => {
-                shard.entries.insert(id, Entry::Live(session));
+                if shard.entries.insert(id, Entry::Live(session)).is_none() {
+                    self.count.fetch_add(1, Ordering::Relaxed);
+                }
                 true
             }
         }
@@ -225,7 +234,9 @@ impl Store {
                 .saturating_add(touch_slack(session.ttl_ms))
                 .saturating_add(session.ttl_ms),
         });
-        shard.entries.insert(*id, tombstone.clone());
+        if shard.entries.insert(*id, tombstone.clone()).is_none() {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(tombstone)
     }
 
@@ -280,7 +291,9 @@ impl Store {
                 };
             }
         }
-        shard.entries.insert(id, incoming);
+        if shard.entries.insert(id, incoming).is_none() {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
         shard.doubted.remove(&id);
         Merged::Applied
     }
@@ -299,7 +312,9 @@ impl Store {
             }
         };
         if take {
-            shard.entries.insert(id, newer);
+            if shard.entries.insert(id, newer).is_none() {
+                self.count.fetch_add(1, Ordering::Relaxed);
+            }
             shard.doubted.remove(&id);
         }
     }
@@ -354,7 +369,9 @@ impl Store {
         let mut shard = self.shard(id).lock();
         match shard.entries.get(id) {
             Some(e) if e.version() <= version => {
-                shard.entries.remove(id);
+                if shard.entries.remove(id).is_some() {
+                    self.count.fetch_sub(1, Ordering::Relaxed);
+                }
                 shard.doubted.remove(id);
                 true
             }
@@ -372,7 +389,9 @@ impl Store {
         if !doubted.is_empty() {
             doubted.retain(|id| entries.contains_key(id));
         }
-        before - entries.len()
+        let purged = before - entries.len();
+        self.count.fetch_sub(purged, Ordering::Relaxed);
+        purged
     }
 
     /// How long the purge task waits between two shards so that every entry is
@@ -383,7 +402,7 @@ impl Store {
 
     /// Number of entries held (tombstones and not yet purged expired ones included).
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().entries.len()).sum()
+        self.count.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -597,6 +616,36 @@ mod tests {
         let purged: usize = (0..SHARDS).map(|tick| store.purge_shard(tick, 100)).sum();
         assert_eq!(purged, 250);
         assert_eq!(store.len(), 250);
+    }
+
+    #[test]
+    fn the_count_follows_every_insert_and_removal() {
+        let store = Store::default();
+        let held =
+            |store: &Store| -> usize { store.shards.iter().map(|s| s.lock().entries.len()).sum() };
+        let ids: Vec<SessionId> = (0..40).map(|_| SessionId::random()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            if i % 4 == 0 {
+                store.insert_new(*id, session(10, 0), 0);
+            } else {
+                store.insert_new(*id, session(1_000, 0), 0);
+                // A copy of a session already held.
+                store.merge(*id, Entry::Live(session(1_000, 0)), 0);
+            }
+        }
+        // Copies of sessions not held yet.
+        for id in (0..10).map(|_| SessionId::random()) {
+            store.merge(id, Entry::Live(session(1_000, 0)), 0);
+        }
+        assert_eq!((store.len(), held(&store)), (50, 50));
+        store.delete(&ids[1], 5, None).unwrap();
+        assert!(store.discard(&ids[2], 1));
+        // Reading an expired entry drops it.
+        assert!(store.read(&ids[0], 50, |_| ()).is_err());
+        assert_eq!((store.len(), held(&store)), (48, 48));
+        let purged: usize = (0..SHARDS).map(|tick| store.purge_shard(tick, 50)).sum();
+        assert_eq!(purged, 9);
+        assert_eq!((store.len(), held(&store)), (39, 39));
     }
 
     #[test]
