@@ -31,6 +31,10 @@ const UNSUPPORTED_RETRY: Duration = Duration::from_secs(30);
 /// for [`super::server::IDLE`]; a request must not race that close).
 const REUSE: Duration = Duration::from_secs(60);
 
+/// How long the answer to a link upgrade may take before the peer is taken for
+/// one that does not serve links.
+const UPGRADE_ANSWER: Duration = Duration::from_secs(1);
+
 /// What the holder answered to a read.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Answer {
@@ -212,8 +216,14 @@ impl Links {
                 auth::HEADER,
                 self.signer.sign(&self.self_id, "GET", LINK_PATH, b""),
             );
-        let response = match tokio::time::timeout(self.timeout, request.send()).await {
-            Err(_) => return Err(LinkError::Connect("upgrade timed out".into())),
+        let answer_within = UPGRADE_ANSWER.min(self.timeout);
+        let response = match tokio::time::timeout(answer_within, request.send()).await {
+            // A version before links waits for the end of the request's body,
+            // which an upgrade does not have: no answer ever comes.
+            Err(_) => {
+                tracing::info!(%addr, "no answer to the link upgrade: HTTP to this peer for a while");
+                return Err(LinkError::Unsupported);
+            }
             Ok(Err(e)) if e.is_connect() => return Err(LinkError::Connect(e.to_string())),
             Ok(Err(e)) => return Err(LinkError::Broken(e.to_string())),
             Ok(Ok(response)) => response,
