@@ -1,5 +1,6 @@
-//! The entry side of peer links: a link per peer address, opened on first use,
-//! opened again after it breaks, and closed with the worker that owns it.
+//! The calling side of peer links: a link per peer address, opened on first use,
+//! opened again after it breaks, and closed with its owner (a worker's peer
+//! client for page reads, the replication client for batches).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,7 +60,8 @@ pub enum LinkError {
     Failed { code: String, message: String },
 }
 
-/// The links of one worker thread to its peers.
+/// The links of one owner (a worker thread, or the replication client) to its
+/// peers.
 pub struct Links {
     /// Only for the upgrade requests: no total timeout, which would also bound
     /// the upgraded connection.
@@ -71,7 +73,8 @@ pub struct Links {
     links: Mutex<HashMap<String, Arc<Link>>>,
     /// One connection attempt at a time per peer address.
     connecting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Peers that answered 404 to the upgrade, and when to try again.
+    /// Peers that refused the upgrade (404) or did not answer it, and when to
+    /// try again.
     unsupported: Mutex<HashMap<String, Instant>>,
 }
 
@@ -161,12 +164,14 @@ impl Links {
                 return Err(LinkError::Unsupported);
             }
         }
-        let gate = self
-            .connecting
-            .lock()
-            .entry(addr.to_owned())
-            .or_default()
-            .clone();
+        let gate = {
+            let mut connecting = self.connecting.lock();
+            // Peers come and go: forget the gates no attempt holds.
+            if connecting.len() >= 1024 {
+                connecting.retain(|_, gate| Arc::strong_count(gate) > 1);
+            }
+            connecting.entry(addr.to_owned()).or_default().clone()
+        };
         let _one_at_a_time = gate.lock().await;
         // Another request may have opened it meanwhile.
         if let Some(link) = self.open_link(addr) {
