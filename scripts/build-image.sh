@@ -60,6 +60,10 @@ have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 # A minimal bookworm root file system in $1, with extra packages $2 (comma separated).
 bootstrap() {
     local dir=$1 include=$2
+    # A debootstrap that was killed can leave /proc (and more) mounted inside
+    # its target: unmount those first, deepest first, or rm cannot remove it.
+    awk -v d="$dir/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r \
+        | while read -r mounted; do umount -l "$mounted"; done
     rm -rf "$dir"
     # shellcheck disable=SC2086 # $mirror is empty (debootstrap's default) or one URL
     debootstrap --variant=minbase ${include:+--include="$include"} \
