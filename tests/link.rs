@@ -5,12 +5,13 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use common::{header, set_cookie, Cluster};
+use sessionmesh::link::Frame;
 
 /// Requests to a node's internal listener on `route`, from its metrics text.
 fn internal_requests(metrics: &str, route: &str) -> u64 {
@@ -103,28 +104,6 @@ async fn page_reads_entering_other_nodes_ask_the_owner_over_links() {
     cluster.shutdown().await;
 }
 
-fn frame(id: u64, kind: u8, body: &[u8]) -> BytesMut {
-    let mut out = BytesMut::new();
-    out.put_u32((9 + body.len()) as u32);
-    out.put_u64(id);
-    out.put_u8(kind);
-    out.put_slice(body);
-    out
-}
-
-/// `(request id, kind, body)` of every frame of a message.
-fn frames(mut message: Bytes) -> Vec<(u64, u8, Bytes)> {
-    let mut out = Vec::new();
-    while message.has_remaining() {
-        let length = message.get_u32() as usize;
-        let mut frame = message.split_to(length);
-        let id = frame.get_u64();
-        let kind = frame.get_u8();
-        out.push((id, kind, frame));
-    }
-    out
-}
-
 /// The wire protocol as a peer speaks it, against a real node:
 /// 1. an upgrade without the cluster secret's signature is refused (401);
 /// 2. a signed upgrade opens a link; three requests in one message are each
@@ -171,14 +150,20 @@ async fn a_link_serves_signed_peers_frame_by_frame() {
     assert_eq!(response.status(), 101);
 
     let unknown = "A".repeat(22);
-    let mut message = frame(7, sessionmesh::link::READ, id.as_bytes());
-    message.extend_from_slice(&frame(8, sessionmesh::link::READ, unknown.as_bytes()));
-    message.extend_from_slice(&frame(9, 0x42, b""));
+    let mut message = BytesMut::new();
+    Frame::encode(7, sessionmesh::link::READ, id.as_bytes(), &mut message);
+    Frame::encode(8, sessionmesh::link::READ, unknown.as_bytes(), &mut message);
+    Frame::encode(9, 0x42, b"", &mut message);
     ws.send(Message::Binary(message.freeze())).await.unwrap();
     let mut answers = Vec::new();
     while answers.len() < 3 {
         match ws.next().await.unwrap().unwrap() {
-            Message::Binary(data) => answers.extend(frames(data)),
+            Message::Binary(data) => {
+                for frame in Frame::decode_all(data) {
+                    let frame = frame.expect("whole frames");
+                    answers.push((frame.id, frame.kind, frame.body));
+                }
+            }
             other => panic!("unexpected {other:?}"),
         }
     }

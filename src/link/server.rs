@@ -103,13 +103,15 @@ async fn answer(node: web::Data<Node>, frame: Frame) -> Bytes {
                 None => failed(frame.id, "bad_request", "malformed session id", &mut out),
                 Some(id) => {
                     node.metrics().link_reads.inc();
-                    let data = node
+                    // The data goes straight from the store into the reply.
+                    let found = node
                         .replication()
-                        .read(&id, |s| Bytes::copy_from_slice(s.data.get().as_bytes()))
+                        .read(&id, |s| {
+                            Frame::encode(frame.id, FOUND, s.data.get().as_bytes(), &mut out)
+                        })
                         .await;
-                    match data {
-                        Some(data) => Frame::encode(frame.id, FOUND, &data, &mut out),
-                        None => Frame::encode(frame.id, MISSING, &[], &mut out),
+                    if found.is_none() {
+                        Frame::encode(frame.id, MISSING, &[], &mut out);
                     }
                 }
             }
