@@ -148,7 +148,8 @@ pub struct ServeArgs {
     /// Idle timeout of a session, sliding on access [default: 30m]
     #[arg(long, value_name = "DURATION")]
     pub session_ttl: Option<String>,
-    /// Largest session; larger bodies get 413 [default: 64KiB]
+    /// Most bytes of data (compact JSON) one session may hold; a write whose result
+    /// is larger, or a larger request body, gets 413 and changes nothing [default: 64KiB]
     #[arg(long, value_name = "SIZE")]
     pub max_session_bytes: Option<String>,
     /// Name of the session cookie [default: SESSION]

@@ -250,6 +250,8 @@ pub struct Metrics {
     pub doubted_sessions: Counter,
     /// Writes a replica refused because it held a newer copy than the writer.
     pub stale_writes: Counter,
+    /// Copies from peers refused because their data is over `max_session_bytes`.
+    pub refused_copies: Counter,
 }
 
 impl Default for Metrics {
@@ -375,6 +377,10 @@ impl Metrics {
             "stale_writes",
             "Writes refused by a replica holding a newer copy than the writer's",
         );
+        let refused_copies = counter(
+            "refused_copies",
+            "Session copies from peers refused because their data is over max_session_bytes",
+        );
         let handoff_pending_sessions = Gauge::default();
         registry.register(
             "handoff_pending_sessions",
@@ -409,6 +415,7 @@ impl Metrics {
             pauses,
             doubted_sessions,
             stale_writes,
+            refused_copies,
         }
     }
 
@@ -532,6 +539,7 @@ impl Metrics {
         set(&self.pauses, load(&stats.pauses));
         set(&self.doubted_sessions, load(&stats.doubted_copies));
         set(&self.stale_writes, load(&stats.stale_writes));
+        set(&self.refused_copies, load(&stats.refused_copies));
     }
 
     /// The OpenMetrics text of every family.

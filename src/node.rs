@@ -299,7 +299,7 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
 
     let id: NodeId = config.node_id.as_str().into();
     let signer = Signer::new(config.cluster_secret.clone());
-    let store = Arc::new(Store::default());
+    let store = Arc::new(Store::new(config.max_session_bytes));
     let replication = Replication::start(
         id.clone(),
         ReplicationConfig {

@@ -177,3 +177,149 @@ async fn slow_clients_are_cut_off() {
     assert_eq!(limit_hits(&cluster, 0, "request_timeout").await, 1);
     cluster.shutdown().await;
 }
+
+/// `max_session_bytes` bounds what a session holds, not only one request body:
+/// merge patches that would grow a session past it, replacements, the
+/// cookie-addressed API, and copies arriving from peers are all refused (413,
+/// or a refused copy) and change nothing.
+///
+/// 1. a session by id gets a 40 KB field (200), then a second one through a
+///    node that does not own it (413 `session_too_large`, counted): same
+///    data, same version, on the owner and through every node;
+/// 2. a PUT whose result is over the limit is refused the same way;
+/// 3. by cookie: a session started with 40 KB, then a PATCH adding 40 KB more: 413;
+/// 4. a replica never held more: the owner's copy and the replica's agree;
+/// 5. a signed replication batch from a peer with a copy over the limit:
+///    the node refuses it in its acknowledgement and does not hold it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_size_limit_holds_for_every_write() {
+    let cluster = Cluster::start_with(3, |c| c.max_session_bytes = 64 * 1024).await;
+    let http = &cluster.http;
+    let big = "x".repeat(40 * 1024);
+    let doc: Value = http
+        .post(cluster.url(0, "/api/sessions"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = doc["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/sessions/{id}");
+    let owner = (0..3).find(|&i| cluster.id(i) == doc["owner"]).unwrap();
+    let other = (owner + 1) % 3;
+
+    let first = http
+        .patch(cluster.url(owner, &path))
+        .json(&json!({"a": big}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let hits_before = limit_hits(&cluster, other, "session_too_large").await;
+    let second = http
+        .patch(cluster.url(other, &path))
+        .json(&json!({"b": big}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 413, "a merge past the limit is refused");
+    let refusal: Value = second.json().await.unwrap();
+    assert_eq!(refusal["error"], "session_too_large", "{refusal}");
+    let counted = limit_hits(&cluster, other, "session_too_large").await
+        + limit_hits(&cluster, owner, "session_too_large").await;
+    assert!(counted > hits_before, "the refusal is counted");
+    let replace = http
+        .put(cluster.url(other, &path))
+        .json(&json!({"a": big, "c": "y".repeat(30 * 1024)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        replace.status(),
+        413,
+        "a replacement past the limit is refused"
+    );
+    for i in 0..3 {
+        let now: Value = http
+            .get(cluster.url(i, &path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(now["version"], 2, "nothing changed, seen through node {i}");
+        assert_eq!(now["data"], json!({"a": big}));
+    }
+
+    // By cookie.
+    let started = http
+        .put(cluster.url(other, "/api/session"))
+        .json(&json!({"a": big}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 201);
+    let cookie = common::set_cookie(&started, "SESSION").unwrap();
+    let grow = http
+        .patch(cluster.url(owner, "/api/session"))
+        .header("cookie", &cookie)
+        .json(&json!({"b": big}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(grow.status(), 413);
+    let held: Value = http
+        .get(cluster.url(owner, "/api/session"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (held["version"].as_u64(), held["data"].get("b")),
+        (Some(1), None)
+    );
+
+    // Every holder keeps version 2 of the first session: the copies agree.
+    let sid = sessionmesh::session::SessionId::parse(&id).unwrap();
+    for node in &cluster.nodes {
+        if let Some(record) = node.node().replication().copy(&sid) {
+            assert_eq!(record.version, 2, "{} holds version 2", node.node().id());
+            assert!(record.data.unwrap().get().len() < 64 * 1024);
+        }
+    }
+
+    // A peer's copy over the limit.
+    let signer = sessionmesh::auth::Signer::new(cluster.secrets.cluster.clone());
+    let replicate = sessionmesh::replication::client::REPLICATE_PATH;
+    let fresh = sessionmesh::session::SessionId::random();
+    let now = sessionmesh::session::now_millis();
+    let huge = "z".repeat(70 * 1024);
+    let body = format!(
+        r#"{{"from":"node2","records":[{{"id":"{fresh}","version":1,"updated_at":{now},"created_at":{now},"expires_at":{},"ttl_ms":60000,"data":{{"h":"{huge}"}}}}]}}"#,
+        now + 60_000
+    );
+    let ack: Value = http
+        .post(cluster.internal_url(0, replicate))
+        .header(
+            sessionmesh::auth::HEADER,
+            signer.sign("node2", "POST", replicate, body.as_bytes()),
+        )
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ack["applied"], 0, "{ack}");
+    assert_eq!(ack["refused"], json!([fresh.to_string()]));
+    assert!(cluster.nodes[0].node().replication().copy(&fresh).is_none());
+    cluster.shutdown().await;
+}

@@ -292,6 +292,12 @@ impl From<OwnerError> for ApiError {
                 format!("this node holds max_sessions ({max}) sessions; retry later or add nodes"),
                 Some(5),
             ),
+            e @ OwnerError::Write(WriteError::TooLarge { .. }) => ApiError::limit(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "session_too_large",
+                e.to_string(),
+                None,
+            ),
             OwnerError::Write(WriteError::IdTaken) => ApiError::new(
                 StatusCode::CONFLICT,
                 "id_collision",

@@ -37,6 +37,11 @@ pub struct BatchAck {
     /// The receiver's copy of each session where it wins over the one sent.
     #[serde(default)]
     pub superseded: Vec<Record>,
+    /// Ids of the copies the receiver refused because their data is over its
+    /// `max_session_bytes` (absent from versions before the limit held for
+    /// copies).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -85,6 +85,16 @@ pub enum OwnerError {
     Stale { newer: u64 },
 }
 
+/// What became of a batch of copies received from a peer ([`Replication::apply`]).
+pub struct Applied {
+    /// Copies that changed the store.
+    pub applied: usize,
+    /// This node's copy wherever it wins over the one received.
+    pub superseded: Vec<Record>,
+    /// Ids of copies refused because their data is over `max_session_bytes`.
+    pub refused: Vec<String>,
+}
+
 /// Counters shown in `/api/cluster` (and exported as metrics).
 #[derive(Default, Serialize)]
 pub struct ReplicationStats {
@@ -108,6 +118,8 @@ pub struct ReplicationStats {
     pub takeovers: AtomicU64,
     /// Writes refused because a replica held a newer copy than the writer.
     pub stale_writes: AtomicU64,
+    /// Copies from peers refused because their data is over `max_session_bytes`.
+    pub refused_copies: AtomicU64,
     /// Times this process was found paused, and copies put in doubt then.
     pub pauses: AtomicU64,
     pub doubted_copies: AtomicU64,
@@ -292,10 +304,7 @@ impl Replication {
             return Err(OwnerError::Full { max });
         }
         let entry = Entry::Live(session.clone());
-        if !self.inner.store.insert_new(id, session, now_millis()) {
-            // 128 random bits never collide in practice.
-            return Err(OwnerError::Write(WriteError::IdTaken));
-        }
+        self.inner.store.insert_new(id, session, now_millis())?;
         self.replicate(&id, &entry).await
     }
 
@@ -348,18 +357,24 @@ impl Replication {
     pub fn apply_batch(&self, body: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
         let batch: client::Batch = serde_json::from_slice(body)?;
         let received = batch.records.len();
-        let (applied, superseded) = self.apply(batch.records);
+        let Applied {
+            applied,
+            superseded,
+            refused,
+        } = self.apply(batch.records);
         serde_json::to_vec(&client::BatchAck {
             received,
             applied,
             superseded,
+            refused,
         })
     }
 
-    /// Merges copies and writes received from a peer. Returns how many changed
-    /// the store, and this node's copy wherever it wins over the one received
-    /// (for a write: wherever the write does not follow it).
-    pub fn apply(&self, records: Vec<Record>) -> (usize, Vec<Record>) {
+    /// Merges copies and writes received from a peer: how many changed the
+    /// store, this node's copy wherever it wins over the one received (for a
+    /// write: wherever the write does not follow it), and the ids of copies
+    /// refused for their size.
+    pub fn apply(&self, records: Vec<Record>) -> Applied {
         let now = now_millis();
         let stats = &self.inner.stats;
         stats
@@ -367,6 +382,7 @@ impl Replication {
             .fetch_add(records.len() as u64, Ordering::Relaxed);
         let mut applied = 0;
         let mut superseded = Vec::new();
+        let mut refused = Vec::new();
         for record in records {
             let write = record.write;
             let Some(id) = SessionId::parse(&record.id) else {
@@ -387,12 +403,27 @@ impl Replication {
                 Merged::Superseded(held) => {
                     superseded.push(Record::from_entry(id.as_str(), &replica_copy(&held)));
                 }
+                Merged::TooLarge => {
+                    stats.refused_copies.fetch_add(1, Ordering::Relaxed);
+                    refused.push(id.to_string());
+                }
             }
         }
         stats
             .copies_applied
             .fetch_add(applied as u64, Ordering::Relaxed);
-        (applied, superseded)
+        if !refused.is_empty() {
+            tracing::warn!(
+                refused = refused.len(),
+                max_session_bytes = self.inner.store.max_data_bytes(),
+                "refused session copies larger than max_session_bytes: do all nodes have the same setting?"
+            );
+        }
+        Applied {
+            applied,
+            superseded,
+            refused,
+        }
     }
 
     /// This node's copy of a session, for a peer's read-through.
@@ -681,6 +712,15 @@ impl Inner {
                 return Err(PeerError::Failed(format!("{peer} is not a live member")));
             };
             match self.client.push(&addr, records.clone()).await {
+                Ok(ack) if !ack.refused.is_empty() => {
+                    // Not retried: the peer's limit will not change. The copies
+                    // stay here (nothing is discarded on a failed push).
+                    self.take_newer(ack.superseded);
+                    return Err(PeerError::Failed(format!(
+                        "{peer} refused {} copies over its max_session_bytes",
+                        ack.refused.len()
+                    )));
+                }
                 Ok(ack) => {
                     self.take_newer(ack.superseded);
                     return Ok(());
@@ -737,18 +777,18 @@ async fn peer_queue(inner: Arc<Inner>, peer: NodeId, mut rx: mpsc::UnboundedRece
             None => None,
         };
         let ok = answer.is_some();
-        let newer: HashMap<String, Record> = answer
-            .map(|ack| ack.superseded)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| (r.id.clone(), r))
-            .collect();
+        let (superseded, refused) = answer
+            .map(|ack| (ack.superseded, ack.refused))
+            .unwrap_or_default();
+        let newer: HashMap<String, Record> =
+            superseded.into_iter().map(|r| (r.id.clone(), r)).collect();
         for job in jobs {
             if !ok {
                 inner.hint(&peer, job.id);
             }
+            let refused = refused.iter().any(|r| r == job.id.as_str());
             let delivery = match newer.get(job.id.as_str()).cloned() {
-                _ if !ok => Delivery::Failed,
+                _ if !ok || refused => Delivery::Failed,
                 Some(record) if job.ack.is_some() => Delivery::Superseded(record),
                 Some(record) => {
                     // A refresh or handoff copy that the peer beats: learn from it.

@@ -30,6 +30,9 @@ pub enum WriteError {
     VersionMismatch { current: u64, expected: u64 },
     #[error("session id already in use")]
     IdTaken,
+    /// The session's data would exceed the store's limit; nothing was changed.
+    #[error("the session would hold {size} bytes of data, over max_session_bytes ({max})")]
+    TooLarge { size: usize, max: usize },
 }
 
 /// What became of a copy offered to [`Store::merge_report`].
@@ -41,6 +44,9 @@ pub enum Merged {
     Ignored,
     /// The held copy wins over it; here is the held copy.
     Superseded(Entry),
+    /// Its data is larger than this store accepts: not stored (a peer with a
+    /// larger `max_session_bytes`, or a hostile one).
+    TooLarge,
 }
 
 /// What the store knows of an id.
@@ -79,14 +85,15 @@ pub struct Store {
     /// Entries held over all shards, kept with every insert and removal (so
     /// that a create's `max_sessions` check takes no lock).
     count: AtomicUsize,
+    /// Most bytes of data (compact JSON text) a live session may hold, checked
+    /// on every write and every copy taken in.
+    max_data_bytes: usize,
 }
 
 impl Default for Store {
+    /// A store with no size limit.
     fn default() -> Self {
-        Store {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            count: AtomicUsize::new(0),
-        }
+        Store::new(usize::MAX)
     }
 }
 
@@ -110,6 +117,32 @@ fn touch_slack(ttl_ms: u64) -> u64 {
 }
 
 impl Store {
+    /// An empty store whose sessions hold at most `max_data_bytes` of data.
+    pub fn new(max_data_bytes: usize) -> Store {
+        Store {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            count: AtomicUsize::new(0),
+            max_data_bytes,
+        }
+    }
+
+    /// Most bytes of data a session may hold here.
+    pub fn max_data_bytes(&self) -> usize {
+        self.max_data_bytes
+    }
+
+    /// Refuses data over the limit.
+    pub fn check_size(&self, data: &RawValue) -> Result<(), WriteError> {
+        let size = data.get().len();
+        match size > self.max_data_bytes {
+            true => Err(WriteError::TooLarge {
+                size,
+                max: self.max_data_bytes,
+            }),
+            false => Ok(()),
+        }
+    }
+
     fn shard(&self, id: &SessionId) -> &Mutex<Shard> {
         &self.shards[id.shard_hash() % self.shards.len()]
     }
@@ -171,23 +204,30 @@ impl Store {
             .cloned()
     }
 
-    /// Stores a new session under an id not in use. Returns false (and stores
-    /// nothing) when the id is taken.
-    pub fn insert_new(&self, id: SessionId, session: Session, now: UnixMillis) -> bool {
+    /// Stores a new session under an id not in use. Refused, storing nothing,
+    /// when the id is taken or the data is over the size limit.
+    pub fn insert_new(
+        &self,
+        id: SessionId,
+        session: Session,
+        now: UnixMillis,
+    ) -> Result<(), WriteError> {
+        self.check_size(&session.data)?;
         let mut shard = self.shard(&id).lock();
         match shard.entries.get(&id) {
-            Some(existing) if !existing.is_expired(now) => false,
+            Some(existing) if !existing.is_expired(now) => Err(WriteError::IdTaken),
             _ => {
                 if shard.entries.insert(id, Entry::Live(session)).is_none() {
                     self.count.fetch_add(1, Ordering::Relaxed);
                 }
-                true
+                Ok(())
             }
         }
     }
 
     /// Replaces or transforms a live session's data: `update` gets the current data
-    /// and returns the new one. Checks `if_match`, bumps the version, slides expiry.
+    /// and returns the new one. Checks `if_match` and the size limit (a refused
+    /// write changes nothing), bumps the version, slides expiry.
     /// Returns what `f` makes of the written session, and the entry to replicate.
     pub fn write<T>(
         &self,
@@ -202,7 +242,15 @@ impl Store {
             return Err(WriteError::NotFound);
         };
         check(if_match, session.version)?;
-        session.data = update(&session.data);
+        let data = update(&session.data);
+        let size = data.get().len();
+        if size > self.max_data_bytes {
+            return Err(WriteError::TooLarge {
+                size,
+                max: self.max_data_bytes,
+            });
+        }
+        session.data = data;
         // Saturating: a copy from a peer may carry any number.
         session.version = session.version.saturating_add(1);
         session.updated_at = now.max(session.updated_at);
@@ -275,6 +323,9 @@ impl Store {
             return Merged::Ignored;
         }
         if let Entry::Live(s) = &mut incoming {
+            if s.data.get().len() > self.max_data_bytes {
+                return Merged::TooLarge;
+            }
             s.synced_expires_at = s.expires_at;
         }
         let mut shard = self.shard(&id).lock();
@@ -478,7 +529,7 @@ mod tests {
     fn reads_slide_the_expiry() {
         let store = Store::default();
         let id = SessionId::random();
-        assert!(store.insert_new(id, session(1_000, 0), 0));
+        assert!(store.insert_new(id, session(1_000, 0), 0).is_ok());
         assert_eq!(
             store.read(&id, 900, |s| s.expires_at).ok().map(|r| r.0),
             Some(1_900)
@@ -499,7 +550,7 @@ mod tests {
     fn reads_ask_for_a_touch_once_expiry_ran_a_quarter_ttl_ahead() {
         let store = Store::default();
         let id = SessionId::random();
-        store.insert_new(id, session(1_000, 0), 0);
+        store.insert_new(id, session(1_000, 0), 0).unwrap();
         assert!(store.read(&id, 100, |_| ()).ok().unwrap().1.is_none());
         let touch = store
             .read(&id, 250, |_| ())
@@ -518,7 +569,7 @@ mod tests {
     fn writes_bump_the_version_and_check_if_match() {
         let store = Store::default();
         let id = SessionId::random();
-        store.insert_new(id, session(1_000, 0), 0);
+        store.insert_new(id, session(1_000, 0), 0).unwrap();
         assert_eq!(
             store
                 .write(&id, 1, Some(1), replace, |s| s.version)
@@ -551,10 +602,53 @@ mod tests {
     }
 
     #[test]
+    fn the_size_limit_holds_for_every_way_in_and_a_refusal_changes_nothing() {
+        let store = Store::new(16);
+        let id = SessionId::random();
+        let data = |text: &str| RawValue::from_string(text.to_owned()).unwrap();
+        let sized = |text: &str| Session::new(data(text), Duration::from_secs(1), 0);
+        assert_eq!(
+            store.insert_new(id, sized(r#"{"a":"0123456789abc"}"#), 0),
+            Err(WriteError::TooLarge { size: 21, max: 16 })
+        );
+        assert!(store.is_empty());
+        store.insert_new(id, sized(r#"{"a":"01"}"#), 0).unwrap();
+        // A write whose result grows past the limit (a merge patch adding a
+        // field, say) is refused whole: same data, same version.
+        let grow = |_: &RawValue| data(r#"{"a":"01","b":"234"}"#);
+        assert_eq!(
+            store.write(&id, 1, None, grow, |_| ()).err(),
+            Some(WriteError::TooLarge { size: 20, max: 16 })
+        );
+        assert_eq!(
+            store
+                .read(&id, 2, |s| (s.version, s.data.get().to_owned()))
+                .ok()
+                .map(|r| r.0),
+            Some((1, r#"{"a":"01"}"#.to_owned()))
+        );
+        // A copy from a peer over the limit is not taken either.
+        let mut big = sized(r#"{"a":"0123456789abc"}"#);
+        big.version = 7;
+        assert!(matches!(
+            store.merge_report(id, Entry::Live(big.clone()), 3),
+            Merged::TooLarge
+        ));
+        assert!(matches!(
+            store.merge_write(id, Entry::Live(big), 3),
+            Merged::TooLarge
+        ));
+        assert_eq!(store.entry(&id, 4).map(|e| e.version()), Some(1));
+        // At the limit exactly is fine.
+        let at_limit = |_: &RawValue| data(r#"{"a":"01234567"}"#);
+        assert!(store.write(&id, 5, None, at_limit, |_| ()).is_ok());
+    }
+
+    #[test]
     fn deletes_leave_a_tombstone_that_stale_copies_cannot_beat() {
         let store = Store::default();
         let id = SessionId::random();
-        store.insert_new(id, session(1_000, 0), 0);
+        store.insert_new(id, session(1_000, 0), 0).unwrap();
         let stale = store.entry(&id, 0).unwrap();
         assert!(store.delete(&id, 5, Some(7)).is_err());
         let tombstone = store.delete(&id, 5, Some(1)).unwrap();
@@ -575,7 +669,7 @@ mod tests {
     fn merge_keeps_the_winning_copy_and_ignores_expired_ones() {
         let store = Store::default();
         let id = SessionId::random();
-        store.insert_new(id, session(1_000, 0), 0);
+        store.insert_new(id, session(1_000, 0), 0).unwrap();
         let (_, v2) = store.write(&id, 10, None, replace, |_| ()).unwrap();
         let other = Store::default();
         assert!(other.merge(id, v2.clone(), 10));
@@ -595,10 +689,10 @@ mod tests {
     fn insert_new_never_overwrites_a_live_session() {
         let store = Store::default();
         let id = SessionId::random();
-        assert!(store.insert_new(id, session(1_000, 0), 0));
-        assert!(!store.insert_new(id, session(1_000, 0), 10));
+        assert!(store.insert_new(id, session(1_000, 0), 0).is_ok());
+        assert!(store.insert_new(id, session(1_000, 0), 10).is_err());
         assert!(
-            store.insert_new(id, session(1_000, 0), 2_000),
+            store.insert_new(id, session(1_000, 0), 2_000).is_ok(),
             "an expired one may be replaced"
         );
     }
@@ -607,11 +701,13 @@ mod tests {
     fn purge_removes_only_expired_entries() {
         let store = Store::default();
         for i in 0..500 {
-            store.insert_new(
-                SessionId::random(),
-                session(if i % 2 == 0 { 10 } else { 10_000 }, 0),
-                0,
-            );
+            store
+                .insert_new(
+                    SessionId::random(),
+                    session(if i % 2 == 0 { 10 } else { 10_000 }, 0),
+                    0,
+                )
+                .unwrap();
         }
         let purged: usize = (0..SHARDS).map(|tick| store.purge_shard(tick, 100)).sum();
         assert_eq!(purged, 250);
@@ -626,9 +722,9 @@ mod tests {
         let ids: Vec<SessionId> = (0..40).map(|_| SessionId::random()).collect();
         for (i, id) in ids.iter().enumerate() {
             if i % 4 == 0 {
-                store.insert_new(*id, session(10, 0), 0);
+                store.insert_new(*id, session(10, 0), 0).unwrap();
             } else {
-                store.insert_new(*id, session(1_000, 0), 0);
+                store.insert_new(*id, session(1_000, 0), 0).unwrap();
                 // A copy of a session already held.
                 store.merge(*id, Entry::Live(session(1_000, 0)), 0);
             }
@@ -676,7 +772,7 @@ mod tests {
     fn discard_keeps_copies_that_changed_since() {
         let store = Store::default();
         let id = SessionId::random();
-        store.insert_new(id, session(1_000, 0), 0);
+        store.insert_new(id, session(1_000, 0), 0).unwrap();
         store.write(&id, 1, None, replace, |_| ()).unwrap();
         assert!(!store.discard(&id, 1));
         assert!(store.discard(&id, 2));
@@ -687,8 +783,8 @@ mod tests {
     fn a_doubted_copy_is_not_served_until_trusted_again() {
         let store = Store::default();
         let (a, b) = (SessionId::random(), SessionId::random());
-        store.insert_new(a, session(1_000, 0), 0);
-        store.insert_new(b, session(1_000, 0), 0);
+        store.insert_new(a, session(1_000, 0), 0).unwrap();
+        store.insert_new(b, session(1_000, 0), 0).unwrap();
         assert_eq!(store.doubt_all(), 2);
         assert_eq!(store.known(&a, 10), Known::Unknown);
         assert!(store.read(&a, 10, |_| ()).is_err());
@@ -732,7 +828,7 @@ mod tests {
     fn a_refused_write_is_replaced_by_the_replicas_copy_unless_something_newer_came() {
         let store = Store::default();
         let id = SessionId::random();
-        store.insert_new(id, session(1_000, 0), 0);
+        store.insert_new(id, session(1_000, 0), 0).unwrap();
         let (_, ours) = store.write(&id, 10, None, replace, |_| ()).unwrap();
         let mut theirs = session(1_000, 0);
         theirs.version = 4;
