@@ -495,6 +495,87 @@ async fn bad_input_is_refused_with_json_errors() {
     cluster.shutdown().await;
 }
 
+/// Every public route answers a method it does not serve with a JSON 405 and
+/// an `Allow` header, and every GET route answers HEAD as load balancers probe:
+/// the GET's status and headers, no body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_methods_get_405_with_allow_and_head_works_like_get() {
+    let cluster = Cluster::start(2).await;
+    let http = &cluster.http;
+    let doc: Value = http
+        .post(cluster.url(0, "/api/sessions"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let session = format!("/api/sessions/{}", doc["id"].as_str().unwrap());
+    let whereis = format!("/api/cluster/whereis/{}", doc["id"].as_str().unwrap());
+    let get_routes = [
+        "/",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/dashboard",
+        "/api/cluster",
+        "/api/cluster/overview",
+        &whereis,
+        &session,
+    ];
+    for path in get_routes {
+        for method in ["POST", "PUT", "DELETE"] {
+            if path == session && method != "POST" {
+                continue; // the session resource serves PUT and DELETE
+            }
+            let response = http
+                .request(method.parse().unwrap(), cluster.url(1, path))
+                .send()
+                .await
+                .unwrap();
+            let what = format!("{method} {path}");
+            assert_eq!(response.status(), 405, "{what}");
+            let allow = header(&response, "allow").unwrap_or_default();
+            assert!(
+                allow.contains("GET") && allow.contains("HEAD") && !allow.contains(method),
+                "{what}: Allow: {allow:?}"
+            );
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "method_not_allowed", "{what}");
+        }
+        let get = http.get(cluster.url(1, path)).send().await.unwrap();
+        let head = http.head(cluster.url(1, path)).send().await.unwrap();
+        assert_eq!(head.status(), get.status(), "HEAD {path}");
+        assert_eq!(get.status(), 200, "GET {path}");
+        assert_eq!(
+            header(&head, "content-type"),
+            header(&get, "content-type"),
+            "HEAD {path}"
+        );
+        assert!(
+            head.bytes().await.unwrap().is_empty(),
+            "HEAD {path} has no body"
+        );
+    }
+    for (method, path, allow) in [
+        ("GET", "/api/sessions", "POST"),
+        ("PUT", "/login", "GET, POST"),
+        ("DELETE", "/logout", "GET, POST"),
+        ("POST", "/api/session", "GET, HEAD, PUT, PATCH, DELETE"),
+        ("GET", "/api/admin/leave", "POST"),
+    ] {
+        let response = http
+            .request(method.parse().unwrap(), cluster.url(0, path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(header(&response, "allow").as_deref(), Some(allow));
+    }
+    cluster.shutdown().await;
+}
+
 /// The internal listener serves peers only; the public one has no internal routes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_internal_listener_refuses_strangers() {

@@ -8,9 +8,11 @@ use crate::membership::Status;
 use crate::node::Node;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/cluster", web::get().to(cluster))
-        .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+    cfg.service(
+        super::resource("/api/cluster", "GET, HEAD").route(super::get_or_head().to(cluster)),
+    )
+    .service(super::resource("/healthz", "GET, HEAD").route(super::get_or_head().to(healthz)))
+    .service(super::resource("/readyz", "GET, HEAD").route(super::get_or_head().to(readyz)));
 }
 
 /// `GET /api/cluster`: this node's view of the cluster.

@@ -22,25 +22,19 @@ const MAX_TTL_SECONDS: u64 = 30 * 24 * 3600;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/api/session")
-            .get(cookie_get)
+        super::resource("/api/session", "GET, HEAD, PUT, PATCH, DELETE")
+            .route(super::get_or_head().to(cookie_get))
             .put(cookie_put)
             .patch(cookie_patch)
-            .delete(cookie_delete)
-            .default_service(web::to(super::wrong_method)),
+            .delete(cookie_delete),
     )
+    .service(super::resource("/api/sessions", "POST").post(create))
     .service(
-        web::resource("/api/sessions")
-            .post(create)
-            .default_service(web::to(super::wrong_method)),
-    )
-    .service(
-        web::resource("/api/sessions/{id}")
-            .get(id_get)
+        super::resource("/api/sessions/{id}", "GET, HEAD, PUT, PATCH, DELETE")
+            .route(super::get_or_head().to(id_get))
             .put(id_put)
             .patch(id_patch)
-            .delete(id_delete)
-            .default_service(web::to(super::wrong_method)),
+            .delete(id_delete),
     );
 }
 

@@ -35,8 +35,11 @@ const CACHE_FOR: Duration = Duration::from_millis(500);
 const PEER_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/dashboard", web::get().to(page))
-        .route("/api/cluster/overview", web::get().to(overview));
+    cfg.service(super::resource("/dashboard", "GET, HEAD").route(super::get_or_head().to(page)))
+        .service(
+            super::resource("/api/cluster/overview", "GET, HEAD")
+                .route(super::get_or_head().to(overview)),
+        );
 }
 
 pub(super) fn internal_routes(cfg: &mut web::ServiceConfig) {

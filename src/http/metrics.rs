@@ -12,7 +12,7 @@ use crate::metrics::{ForwardOutcome, Listener, CONTENT_TYPE};
 use crate::node::Node;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", web::get().to(metrics));
+    cfg.service(super::resource("/metrics", "GET, HEAD").route(super::get_or_head().to(metrics)));
 }
 
 /// `GET /metrics`: every family in OpenMetrics text; the gauges (sessions,

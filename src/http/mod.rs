@@ -411,14 +411,39 @@ async fn no_route(req: HttpRequest) -> HttpResponse {
     .error_response()
 }
 
-/// JSON 405 for a known path with another method.
+/// The methods a resource answers: the `Allow` header of its 405 answers.
+#[derive(Clone, Copy, Debug)]
+struct Allow(&'static str);
+
+/// A resource at `path` answering the methods listed in `allow` (its routes
+/// are added by the caller); any other method gets a JSON 405 with `Allow`.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path)
+        .app_data(Allow(allow))
+        .default_service(web::to(wrong_method))
+}
+
+/// A route for `GET` and `HEAD`: a HEAD gets the GET answer's status and
+/// headers without its body (load balancers probe health with HEAD).
+fn get_or_head() -> actix_web::Route {
+    use actix_web::guard;
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}
+
+/// JSON 405 for a known path with another method, with `Allow`.
 async fn wrong_method(req: HttpRequest) -> HttpResponse {
-    ApiError::new(
+    let mut response = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         format!("{} is not allowed on {}", req.method(), req.path()),
     )
-    .error_response()
+    .error_response();
+    if let Some(Allow(allow)) = req.app_data::<Allow>() {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    }
+    response
 }
 
 /// Routes that name a session: served on the public listener, and forwarded

@@ -23,12 +23,11 @@ use crate::session::SessionId;
 pub const LEAVE_PATH: &str = "/api/admin/leave";
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/cluster/whereis/{id}", web::get().to(whereis))
-        .service(
-            web::resource(LEAVE_PATH)
-                .post(leave)
-                .default_service(web::to(super::wrong_method)),
-        );
+    cfg.service(
+        super::resource("/api/cluster/whereis/{id}", "GET, HEAD")
+            .route(super::get_or_head().to(whereis)),
+    )
+    .service(super::resource(LEAVE_PATH, "POST").post(leave));
 }
 
 /// `GET /api/cluster/whereis/{id}`: the owner and replicas of a session id in

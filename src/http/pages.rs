@@ -16,23 +16,17 @@ use crate::session::{json_str_field, now_millis, to_raw, Session};
 const MAX_NAME_CHARS: usize = 256;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/")
-            .get(home)
-            .default_service(web::to(super::wrong_method)),
-    )
-    .service(
-        web::resource("/login")
-            .get(login)
-            .post(login)
-            .default_service(web::to(super::wrong_method)),
-    )
-    .service(
-        web::resource("/logout")
-            .get(logout)
-            .post(logout)
-            .default_service(web::to(super::wrong_method)),
-    );
+    cfg.service(super::resource("/", "GET, HEAD").route(super::get_or_head().to(home)))
+        .service(
+            super::resource("/login", "GET, POST")
+                .get(login)
+                .post(login),
+        )
+        .service(
+            super::resource("/logout", "GET, POST")
+                .get(logout)
+                .post(logout),
+        );
 }
 
 /// Appends `text` to `out`, escaped for HTML element content and attribute values.
