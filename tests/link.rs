@@ -80,7 +80,7 @@ async fn page_reads_entering_other_nodes_ask_the_owner_over_links() {
         .send()
         .await
         .unwrap();
-    assert_eq!(logout.status(), 200);
+    assert_eq!(logout.status(), 303);
     for entry in [1, 2] {
         let page = http
             .get(cluster.url(entry, "/"))

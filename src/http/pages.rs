@@ -43,28 +43,50 @@ fn escape_into(out: &mut String, text: &str) {
     }
 }
 
-/// The page, built in one allocation.
-fn page(node_id: &str, name: Option<&str>) -> String {
-    const HEAD: &str = "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>sessionmesh</title></head><body><h1 id=\"greeting\">Hello, ";
+/// The pages' stylesheet: inline, no external assets; follows the visitor's
+/// light or dark preference.
+const STYLE: &str = "<style>:root{color-scheme:light dark;font-family:system-ui,sans-serif}\
+body{max-width:34rem;margin:3rem auto;padding:0 1rem;line-height:1.5}\
+input,button{font:inherit;padding:.35rem .6rem}\
+.error{color:#c62828}footer{opacity:.7;font-size:.9em}</style>";
+
+/// The page: a greeting, the form that fits (log in or log out), an optional
+/// message about the last form, and the node that served it. Built in one
+/// allocation.
+fn page(node_id: &str, name: Option<&str>, message: Option<&str>) -> String {
+    const HEAD: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>sessionmesh</title>";
+    const BODY: &str = "</head><body><main><h1 id=\"greeting\">Hello, ";
     const LOGOUT: &str =
         r#"<form method="post" action="/logout"><button type="submit">Log out</button></form>"#;
-    const LOGIN: &str = r#"<form method="post" action="/login"><label>Name <input name="name" autofocus></label> <button type="submit">Log in</button></form>"#;
-    const SERVED: &str = "<p>Served by <code id=\"served-by\">";
-    const TAIL: &str = "</code>.</p></body></html>\n";
+    const LOGIN: &str = r#"<form method="post" action="/login"><label>Name <input name="name" autofocus required></label> <button type="submit">Log in</button></form>"#;
+    const MESSAGE: &str = "<p class=\"error\" id=\"message\" role=\"alert\">";
+    const SERVED: &str = "</main><footer>Served by <code id=\"served-by\">";
+    const TAIL: &str = "</code>.</footer></body></html>\n";
     let mut out = String::with_capacity(
         HEAD.len()
+            + STYLE.len()
+            + BODY.len()
             + LOGIN.len()
             + SERVED.len()
             + TAIL.len()
             + 16
-            + 6 * (node_id.len() + name.map_or(5, str::len)),
+            + 6 * (node_id.len() + name.map_or(5, str::len))
+            + message.map_or(0, |m| MESSAGE.len() + 6 * m.len() + 4),
     );
     out.push_str(HEAD);
+    out.push_str(STYLE);
+    out.push_str(BODY);
     match name {
         Some(name) => escape_into(&mut out, name),
         None => out.push_str("Guest"),
     }
     out.push_str("</h1>");
+    if let Some(message) = message {
+        out.push_str(MESSAGE);
+        escape_into(&mut out, message);
+        out.push_str("</p>");
+    }
     out.push_str(if name.is_some() { LOGOUT } else { LOGIN });
     out.push_str(SERVED);
     escape_into(&mut out, node_id);
@@ -82,7 +104,7 @@ fn html(body: String) -> HttpResponse {
 async fn home(ctx: Ctx) -> Result<HttpResponse, ApiError> {
     let node = ctx.node.clone();
     let Some(id) = ctx.cookie_session() else {
-        return Ok(html(page(node.id(), None)));
+        return Ok(html(page(node.id(), None, None)));
     };
     let local = async {
         let name = node
@@ -90,7 +112,7 @@ async fn home(ctx: Ctx) -> Result<HttpResponse, ApiError> {
             .read(&id, |s| s.data_str("name"))
             .await
             .flatten();
-        Ok(html(page(node.id(), name.as_deref())))
+        Ok(html(page(node.id(), name.as_deref(), None)))
     };
     // Elsewhere, the holder is asked for the session over a link and the page
     // is made here, with the holder's id as the node that served it.
@@ -109,7 +131,7 @@ async fn home(ctx: Ctx) -> Result<HttpResponse, ApiError> {
                     .await
             }
         };
-        let mut response = html(page(&holder, name.as_deref()));
+        let mut response = html(page(&holder, name.as_deref(), None));
         let headers = response.headers_mut();
         for (name, value) in [(SERVED_BY, &*holder), (ENTRY_NODE, entry)] {
             if let Ok(value) = header::HeaderValue::from_str(value) {
@@ -140,18 +162,23 @@ async fn login(ctx: Ctx, payload: web::Payload) -> Result<HttpResponse, ApiError
     .map_err(|e| {
         ApiError::bad_request("bad_form", format!("could not parse the login form: {e}"))
     })?;
-    let name = form.name.map(|n| n.trim().to_owned()).unwrap_or_default();
+    // A visitor who opens `/login` gets the login form; a form sent without a
+    // usable name gets it again, with a message (400: nothing was stored).
+    let name = match form.name {
+        Some(name) => name.trim().to_owned(),
+        None if is_post => String::new(),
+        None => return Ok(html(page(node.id(), None, None))),
+    };
+    let refuse = |message: &str| {
+        let mut response = html(page(node.id(), None, Some(message)));
+        *response.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
+        Ok(response)
+    };
     if name.is_empty() {
-        return Err(ApiError::bad_request(
-            "missing_name",
-            "give a name: /login?name=<name>",
-        ));
+        return refuse("Please enter a name to log in.");
     }
     if name.chars().count() > MAX_NAME_CHARS {
-        return Err(ApiError::bad_request(
-            "name_too_long",
-            format!("a name has at most {MAX_NAME_CHARS} characters"),
-        ));
+        return refuse(&format!("A name has at most {MAX_NAME_CHARS} characters."));
     }
     let node = &node;
     let name = &name;
@@ -184,11 +211,20 @@ async fn login(ctx: Ctx, payload: web::Payload) -> Result<HttpResponse, ApiError
     .await
 }
 
-/// `GET|POST /logout`: deletes the session and expires the cookie.
+/// `GET|POST /logout`: deletes the session and expires the cookie. A POST (the
+/// page's button) leads back to `/` (303), as a POST login does.
 async fn logout(ctx: Ctx) -> Result<HttpResponse, ApiError> {
     let node = ctx.node.clone();
+    let is_post = ctx.req.method() == actix_web::http::Method::POST;
     let done = |node: &crate::node::Node| {
-        HttpResponse::Ok()
+        let mut response = if is_post {
+            let mut r = HttpResponse::SeeOther();
+            r.insert_header((header::LOCATION, "/"));
+            r
+        } else {
+            HttpResponse::Ok()
+        };
+        response
             .cookie(node.cookies().removal())
             .content_type("text/plain; charset=utf-8")
             .body("Logged out.")
@@ -214,25 +250,28 @@ mod tests {
 
     #[test]
     fn names_are_escaped() {
-        let html = page("n1", Some("<script>alert('x')</script>"));
+        let html = page("n1", Some("<script>alert('x')</script>"), Some("<b>"));
         assert!(html.contains("Hello, &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
         assert!(!html.contains("<script>"));
+        assert!(html.contains(">&lt;b&gt;</p>"));
     }
 
     #[test]
     fn the_page_is_the_documented_bytes() {
         assert_eq!(
-            page("n1", Some("Ada")),
-            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>sessionmesh</title></head>\
-<body><h1 id=\"greeting\">Hello, Ada</h1><form method=\"post\" action=\"/logout\"><button type=\"submit\">Log out</button></form>\
-<p>Served by <code id=\"served-by\">n1</code>.</p></body></html>\n"
+            page("n1", Some("Ada"), None),
+            format!("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>sessionmesh</title>{STYLE}</head>\
+<body><main><h1 id=\"greeting\">Hello, Ada</h1><form method=\"post\" action=\"/logout\"><button type=\"submit\">Log out</button></form>\
+</main><footer>Served by <code id=\"served-by\">n1</code>.</footer></body></html>\n")
         );
     }
 
     #[test]
     fn guests_get_the_login_form() {
-        let html = page("n1", None);
+        let html = page("n1", None, None);
         assert!(html.contains("Hello, Guest"));
+        assert!(!html.contains("id=\"message\""));
         assert!(html.contains(r#"action="/login""#));
     }
 }
