@@ -150,6 +150,38 @@ impl Browser {
         path
     }
 
+    /// The whole page, not only the viewport (DevTools `Page.captureScreenshot`).
+    async fn full_page_screenshot(&self, name: &str) -> PathBuf {
+        use base64::Engine as _;
+        let size = self
+            .client
+            .execute(
+                "return [document.documentElement.clientWidth, document.documentElement.scrollHeight];",
+                vec![],
+            )
+            .await
+            .expect("the page's size");
+        let shot = self
+            .client
+            .issue_cmd(CdpCommand {
+                cmd: "Page.captureScreenshot",
+                params: json!({
+                    "format": "png",
+                    "captureBeyondViewport": true,
+                    "clip": {"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 1},
+                }),
+            })
+            .await
+            .expect("a full-page screenshot");
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap_or_default())
+            .expect("the screenshot is base64");
+        let path = artefacts().join(name);
+        std::fs::write(&path, png).expect("the screenshot is saved");
+        eprintln!("screenshot: {}", path.display());
+        path
+    }
+
     async fn close(mut self) {
         let _ = self.client.clone().close().await;
         let _ = self.driver.kill();
@@ -407,34 +439,18 @@ impl fantoccini::wd::WebDriverCompatibleCommand for CdpCommand {
     }
 }
 
-/// The window sizes the dashboard must read well at: the common laptop and
-/// desktop widths, and a phone (an iPhone 12–15 in portrait, 390 × 844 CSS px).
-const VIEWPORTS: [Viewport; 5] = [
-    Viewport {
-        width: 1024,
-        height: 768,
-        phone: false,
-    },
-    Viewport {
-        width: 1280,
-        height: 800,
-        phone: false,
-    },
-    Viewport {
-        width: 1440,
-        height: 900,
-        phone: false,
-    },
-    Viewport {
-        width: 1920,
-        height: 1080,
-        phone: false,
-    },
-    Viewport {
-        width: 390,
-        height: 844,
-        phone: true,
-    },
+/// The window sizes the dashboard must read well at: laptop and desktop widths
+/// (1366 × 768 is the commonest laptop screen), a tablet in portrait and two
+/// phones in portrait (an iPhone 12–15, 390 × 844 CSS px; a common Android, 360 × 800).
+const VIEWPORTS: [Viewport; 8] = [
+    Viewport::desktop(1024, 768),
+    Viewport::desktop(1280, 800),
+    Viewport::desktop(1366, 768),
+    Viewport::desktop(1440, 900),
+    Viewport::desktop(1920, 1080),
+    Viewport::handheld("tablet", 768, 1024),
+    Viewport::handheld("phone", 390, 844),
+    Viewport::handheld("phone", 360, 800),
 ];
 
 /// The members table's columns, in order: every one must be on screen.
@@ -456,15 +472,33 @@ const MEMBER_COLUMNS: [&str; 11] = [
 struct Viewport {
     width: u32,
     height: u32,
-    /// Emulate a phone: a touch screen's overlay scroll bars, the page's
-    /// `<meta name="viewport">` honoured, two device pixels per CSS pixel.
-    phone: bool,
+    /// A phone or tablet (`Some` of which): DevTools' mobile emulation, with a
+    /// touch screen's overlay scroll bars, the page's `<meta name="viewport">`
+    /// honoured and two device pixels per CSS pixel.
+    handheld: Option<&'static str>,
 }
 
 impl Viewport {
+    const fn desktop(width: u32, height: u32) -> Viewport {
+        Viewport {
+            width,
+            height,
+            handheld: None,
+        }
+    }
+
+    const fn handheld(kind: &'static str, width: u32, height: u32) -> Viewport {
+        Viewport {
+            width,
+            height,
+            handheld: Some(kind),
+        }
+    }
+
     /// Sets the page's viewport to exactly this size with DevTools device-metrics
-    /// emulation (`Emulation.setDeviceMetricsOverride`), so that
-    /// `window.innerWidth` is `width` whatever size the headless window has.
+    /// emulation (`Emulation.setDeviceMetricsOverride`), whatever size the
+    /// headless window has: the layout viewport is `width` CSS px (on the
+    /// desktop less a 15 px vertical scroll bar; `window.innerWidth` is `width`).
     async fn apply(&self, browser: &Browser) {
         browser
             .client
@@ -473,8 +507,8 @@ impl Viewport {
                 params: json!({
                     "width": self.width,
                     "height": self.height,
-                    "deviceScaleFactor": if self.phone { 2 } else { 1 },
-                    "mobile": self.phone,
+                    "deviceScaleFactor": if self.handheld.is_some() { 2 } else { 1 },
+                    "mobile": self.handheld.is_some(),
                 }),
             })
             .await
@@ -482,8 +516,10 @@ impl Viewport {
     }
 
     fn name(&self) -> String {
-        let kind = if self.phone { "-phone" } else { "" };
-        format!("{}x{}{kind}", self.width, self.height)
+        match self.handheld {
+            Some(kind) => format!("{}x{}-{kind}", self.width, self.height),
+            None => format!("{}x{}", self.width, self.height),
+        }
     }
 }
 
@@ -609,14 +645,15 @@ async fn member_numbers_shown(browser: &Browser) -> Option<bool> {
 /// emulation), once it shows numbers in every member's Owned … Err/s cells:
 ///
 /// - the page is no wider than the viewport: `scrollWidth` of the document is
-///   at most `clientWidth` (no horizontal scroll bar), and on the phone Chrome
-///   need not zoom out (`innerWidth` stays the phone's width);
+///   at most `clientWidth` (no horizontal scroll bar), and on a phone or tablet
+///   Chrome need not zoom out (`innerWidth` stays the screen's width);
 /// - every members-table column label, every cell, the ring picture, the
 ///   legend and the cards are inside the viewport; no cell's content is cut
 ///   off; nothing else is drawn past the viewport's edges;
 /// - the ring picture stays at least 200 px wide (legible on a phone).
 ///
-/// Screenshots: `target/browser/dashboard-fit-<width>x<height>[-phone].png`.
+/// Screenshots: `target/browser/dashboard-fit-<width>x<height>[-phone|-tablet].png`
+/// (what the window shows) and `…-full.png` (the whole page).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_fits_the_window_from_phone_to_wide_screen() {
     let Some(browser) = Browser::start("dashboard-fit").await else {
@@ -711,6 +748,9 @@ async fn the_dashboard_fits_the_window_from_phone_to_wide_screen() {
         browser
             .screenshot(&format!("dashboard-fit-{}.png", viewport.name()))
             .await;
+        browser
+            .full_page_screenshot(&format!("dashboard-fit-{}-full.png", viewport.name()))
+            .await;
         let line = format!(
             "{}: innerWidth {} clientWidth {} page scrollWidth {} ring {} px, {} rows; \
              problems {}; {} elements off-screen {}",
@@ -729,8 +769,8 @@ async fn the_dashboard_fits_the_window_from_phone_to_wide_screen() {
         let client = m["clientWidth"].as_u64().unwrap_or(0);
         // The emulation took: the layout viewport is the requested width, less
         // a classic vertical scroll bar on the desktop (a phone's overlays).
-        if viewport.phone {
-            assert_eq!(client, width, "the emulated phone: {line}");
+        if viewport.handheld.is_some() {
+            assert_eq!(client, width, "the emulated handheld: {line}");
         } else {
             assert_eq!(
                 m["innerWidth"].as_u64(),
