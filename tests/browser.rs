@@ -150,6 +150,38 @@ impl Browser {
         path
     }
 
+    /// The whole page, not only the viewport (DevTools `Page.captureScreenshot`).
+    async fn full_page_screenshot(&self, name: &str) -> PathBuf {
+        use base64::Engine as _;
+        let size = self
+            .client
+            .execute(
+                "return [document.documentElement.clientWidth, document.documentElement.scrollHeight];",
+                vec![],
+            )
+            .await
+            .expect("the page's size");
+        let shot = self
+            .client
+            .issue_cmd(CdpCommand {
+                cmd: "Page.captureScreenshot",
+                params: json!({
+                    "format": "png",
+                    "captureBeyondViewport": true,
+                    "clip": {"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 1},
+                }),
+            })
+            .await
+            .expect("a full-page screenshot");
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap_or_default())
+            .expect("the screenshot is base64");
+        let path = artefacts().join(name);
+        std::fs::write(&path, png).expect("the screenshot is saved");
+        eprintln!("screenshot: {}", path.display());
+        path
+    }
+
     async fn close(mut self) {
         let _ = self.client.clone().close().await;
         let _ = self.driver.kill();
@@ -404,4 +436,368 @@ impl fantoccini::wd::WebDriverCompatibleCommand for CdpCommand {
         let body = json!({"cmd": self.cmd, "params": self.params}).to_string();
         (reqwest::Method::POST, Some(body))
     }
+}
+
+/// The window sizes the dashboard must read well at: laptop and desktop widths
+/// (1366 × 768 is the commonest laptop screen), a tablet in portrait and two
+/// phones in portrait (an iPhone 12–15, 390 × 844 CSS px; a common Android, 360 × 800).
+const VIEWPORTS: [Viewport; 8] = [
+    Viewport::desktop(1024, 768),
+    Viewport::desktop(1280, 800),
+    Viewport::desktop(1366, 768),
+    Viewport::desktop(1440, 900),
+    Viewport::desktop(1920, 1080),
+    Viewport::handheld("tablet", 768, 1024),
+    Viewport::handheld("phone", 390, 844),
+    Viewport::handheld("phone", 360, 800),
+];
+
+/// The members table's columns, in order: every one must be on screen.
+const MEMBER_COLUMNS: [&str; 11] = [
+    "Node",
+    "Status",
+    "Started",
+    "Addresses",
+    "Ring share",
+    "Fingerprint",
+    "Owned",
+    "Replicas",
+    "Req/s",
+    "Fwd/s",
+    "Err/s",
+];
+
+#[derive(Clone, Copy, Debug)]
+struct Viewport {
+    width: u32,
+    height: u32,
+    /// A phone or tablet (`Some` of which): DevTools' mobile emulation, with a
+    /// touch screen's overlay scroll bars, the page's `<meta name="viewport">`
+    /// honoured and two device pixels per CSS pixel.
+    handheld: Option<&'static str>,
+}
+
+impl Viewport {
+    const fn desktop(width: u32, height: u32) -> Viewport {
+        Viewport {
+            width,
+            height,
+            handheld: None,
+        }
+    }
+
+    const fn handheld(kind: &'static str, width: u32, height: u32) -> Viewport {
+        Viewport {
+            width,
+            height,
+            handheld: Some(kind),
+        }
+    }
+
+    /// Sets the page's viewport to exactly this size with DevTools device-metrics
+    /// emulation (`Emulation.setDeviceMetricsOverride`), whatever size the
+    /// headless window has: the layout viewport is `width` CSS px (on the
+    /// desktop less a 15 px vertical scroll bar; `window.innerWidth` is `width`).
+    async fn apply(&self, browser: &Browser) {
+        browser
+            .client
+            .issue_cmd(CdpCommand {
+                cmd: "Emulation.setDeviceMetricsOverride",
+                params: json!({
+                    "width": self.width,
+                    "height": self.height,
+                    "deviceScaleFactor": if self.handheld.is_some() { 2 } else { 1 },
+                    "mobile": self.handheld.is_some(),
+                }),
+            })
+            .await
+            .expect("DevTools device-metrics emulation");
+    }
+
+    fn name(&self) -> String {
+        match self.handheld {
+            Some(kind) => format!("{}x{}-{kind}", self.width, self.height),
+            None => format!("{}x{}", self.width, self.height),
+        }
+    }
+}
+
+/// Measures what overflows the viewport horizontally, in one script run.
+///
+/// - the page: `scrollWidth` of the document against the viewport's width
+///   without a vertical scroll bar (`documentElement.clientWidth`, where a
+///   horizontal scroll bar appears), and `innerWidth` (with it);
+/// - the key elements, each of which must be drawn, inside the viewport:
+///   every members-table column's label (a header cell, or a label per row
+///   where the table is laid out as one card a member), every cell of every
+///   member's row, the ring picture and its legend, the summary cards;
+/// - any other element drawn past the viewport's left or right edge that no
+///   on-screen horizontal scroll container holds;
+/// - any members-table cell whose content is cut off (wider than its box).
+async fn measure_overflow(browser: &Browser) -> Option<Value> {
+    browser
+        .client
+        .execute(
+            r##"
+            const columns = arguments[0];
+            const doc = document.documentElement;
+            const right = doc.clientWidth;
+            const drawn = (el) => {
+                const r = el.getBoundingClientRect();
+                const style = getComputedStyle(el);
+                return r.width > 0 && r.height > 0 && style.visibility !== "hidden";
+            };
+            const inside = (el) => {
+                const r = el.getBoundingClientRect();
+                return r.left >= -0.5 && r.right <= right + 0.5;
+            };
+            const box = (el) => {
+                const r = el.getBoundingClientRect();
+                return `${Math.round(r.left)}..${Math.round(r.right)}`;
+            };
+            const describe = (el) => {
+                let name = el.tagName.toLowerCase();
+                if (el.id) name += "#" + el.id;
+                else if (el.classList.length) name += "." + [...el.classList].join(".");
+                const text = (el.textContent || "").trim().slice(0, 24);
+                return text ? `${name} "${text}"` : name;
+            };
+            const problems = [];
+            const key = (what, el) => {
+                if (!el) problems.push(`${what}: missing`);
+                else if (!drawn(el)) problems.push(`${what}: not drawn`);
+                else if (!inside(el)) problems.push(`${what}: at x ${box(el)}, viewport 0..${right}`);
+            };
+            const table = document.getElementById("members");
+            for (const label of columns) {
+                const shown = [...table.querySelectorAll("*")].filter(
+                    (el) => el.children.length === 0 && el.textContent.trim() === label && drawn(el));
+                if (!shown.length) problems.push(`column ${label}: no label drawn`);
+                for (const el of shown) key(`column ${label} label`, el);
+            }
+            const rows = [...table.querySelectorAll("tbody tr[data-node]")];
+            for (const row of rows) {
+                if (row.cells.length !== columns.length)
+                    problems.push(`row ${row.dataset.node}: ${row.cells.length} cells`);
+                [...row.cells].forEach((cell, i) => {
+                    key(`row ${row.dataset.node} ${columns[i]}`, cell);
+                    if (cell.scrollWidth > cell.clientWidth + 1)
+                        problems.push(`row ${row.dataset.node} ${columns[i]}: content cut off (${cell.scrollWidth} px in ${cell.clientWidth} px)`);
+                });
+            }
+            key("ring picture", document.getElementById("ring-svg"));
+            const ring = document.getElementById("ring-svg").getBoundingClientRect();
+            document.querySelectorAll("#ring-legend li").forEach((li) => key(`ring legend ${li.dataset.node}`, li));
+            document.querySelectorAll(".card").forEach((card) => key(`card ${card.querySelector(".label").textContent}`, card));
+            key("connection status", document.getElementById("conn"));
+            const scrollable = (el) => {
+                for (let a = el.parentElement; a; a = a.parentElement) {
+                    const o = getComputedStyle(a).overflowX;
+                    if ((o === "auto" || o === "scroll") && a !== doc && a !== document.body && inside(a)) return true;
+                }
+                return false;
+            };
+            const strays = [...document.body.querySelectorAll("*")]
+                .filter((el) => drawn(el) && !inside(el) && !scrollable(el))
+                .map((el) => `${describe(el)} at x ${box(el)}`);
+            return {
+                innerWidth: window.innerWidth,
+                clientWidth: right,
+                scrollWidth: doc.scrollWidth,
+                bodyScrollWidth: document.body.scrollWidth,
+                ringWidth: Math.round(ring.width),
+                rows: rows.length,
+                problems,
+                strays: strays.slice(0, 20),
+                strayCount: strays.length,
+            };
+            "##,
+            vec![json!(MEMBER_COLUMNS)],
+        )
+        .await
+        .ok()
+}
+
+/// Numbers in every member's Owned … Err/s cells (rates need two polls).
+async fn member_numbers_shown(browser: &Browser) -> Option<bool> {
+    browser
+        .client
+        .execute(
+            r##"
+            const rows = [...document.querySelectorAll("#members tbody tr[data-node]")];
+            return rows.length === 3 && rows.every((row) =>
+                [...row.cells].slice(6).every((cell) => /\d/.test(cell.innerText)));
+            "##,
+            vec![],
+        )
+        .await
+        .ok()?
+        .as_bool()
+}
+
+/// The dashboard fits the window, from a phone to a wide screen.
+///
+/// Three nodes with the Kubernetes StatefulSet's names and live traffic, and a
+/// fourth (the real binary) killed with SIGKILL so that "Down or gone" lists it;
+/// 12 sessions, reads sent to every node (so some are forwarded). node1's
+/// dashboard at each of [`VIEWPORTS`] (set through DevTools device-metrics
+/// emulation), once it shows numbers in every member's Owned … Err/s cells:
+///
+/// - the page is no wider than the viewport: `scrollWidth` of the document is
+///   at most `clientWidth` (no horizontal scroll bar), and on a phone or tablet
+///   Chrome need not zoom out (`innerWidth` stays the screen's width);
+/// - every members-table column label, every cell, the ring picture, the
+///   legend and the cards are inside the viewport; no cell's content is cut
+///   off; nothing else is drawn past the viewport's edges;
+/// - the ring picture stays at least 200 px wide (legible on a phone).
+///
+/// Screenshots: `target/browser/dashboard-fit-<width>x<height>[-phone|-tablet].png`
+/// (what the window shows) and `…-full.png` (the whole page).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_fits_the_window_from_phone_to_wide_screen() {
+    let Some(browser) = Browser::start("dashboard-fit").await else {
+        return;
+    };
+    // Pod names as the Kubernetes StatefulSet names them (sessionmesh-0, ...);
+    // the dead member stays listed for the whole test.
+    let cluster = Cluster::start_with(3, |config| {
+        let n: u32 = config
+            .node_id
+            .trim_start_matches("node")
+            .parse()
+            .unwrap_or(1);
+        config.node_id = format!("sessionmesh-{}", n - 1);
+        config.dead_node_grace = std::time::Duration::from_secs(600);
+    })
+    .await;
+    let three: Vec<String> = (0..3).map(|i| cluster.id(i)).collect();
+    browser
+        .client
+        .goto(&cluster.url(0, "/dashboard"))
+        .await
+        .expect("the dashboard loads");
+    let seeds = vec![cluster.nodes[0].addrs().gossip.to_string()];
+    let child = ChildNode::spawn("sessionmesh-3", &cluster.secrets, &seeds, &[]);
+    wait_for("sessionmesh-3 on the ring", WAIT, || async {
+        let state = dashboard_state(&browser).await?;
+        (names(&state, "ring").len() == 4).then_some(())
+    })
+    .await;
+    child.signal("KILL");
+    wait_for("sessionmesh-3 listed as down", WAIT, || async {
+        let state = dashboard_state(&browser).await?;
+        (names(&state, "members") == three
+            && names(&state, "ring") == three
+            && names(&state, "gone") == ["sessionmesh-3"])
+        .then_some(())
+    })
+    .await;
+    drop(child);
+
+    let http = common::client();
+    let mut cookies = Vec::new();
+    for i in 0..12 {
+        let login = http
+            .get(cluster.url(i % 3, &format!("/login?name=user{i}")))
+            .send()
+            .await
+            .expect("login");
+        cookies.push(common::set_cookie(&login, "SESSION").expect("a cookie"));
+    }
+    // Steady reads on every node while the browser looks, so that the rate
+    // columns show live figures; stopped before the cluster shuts down.
+    let urls: Vec<String> = (0..3).map(|i| cluster.url(i, "/")).collect();
+    let traffic = tokio::spawn(async move {
+        loop {
+            for cookie in &cookies {
+                for url in &urls {
+                    let _ = http.get(url).header("cookie", cookie).send().await;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+
+    let mut report = Vec::new();
+    let mut failures = Vec::new();
+    for viewport in VIEWPORTS {
+        viewport.apply(&browser).await;
+        // Fresh figures drawn at this size: two more repaints, and numbers in
+        // every member's Owned … Err/s cells.
+        let before = dashboard_state(&browser)
+            .await
+            .map_or(0, |s| s["updates"].as_u64().unwrap_or(0));
+        wait_for(
+            &format!("the dashboard to show live figures at {}", viewport.name()),
+            WAIT,
+            || async {
+                let state = dashboard_state(&browser).await?;
+                (state["updates"].as_u64()? >= before + 2
+                    && state["owned"] == "12"
+                    && names(&state, "ring") == three
+                    && names(&state, "gone") == ["sessionmesh-3"]
+                    && member_numbers_shown(&browser).await?)
+                    .then_some(())
+            },
+        )
+        .await;
+        let m = measure_overflow(&browser)
+            .await
+            .expect("the measurement runs");
+        browser
+            .screenshot(&format!("dashboard-fit-{}.png", viewport.name()))
+            .await;
+        browser
+            .full_page_screenshot(&format!("dashboard-fit-{}-full.png", viewport.name()))
+            .await;
+        let line = format!(
+            "{}: innerWidth {} clientWidth {} page scrollWidth {} ring {} px, {} rows; \
+             problems {}; {} elements off-screen {}",
+            viewport.name(),
+            m["innerWidth"],
+            m["clientWidth"],
+            m["scrollWidth"],
+            m["ringWidth"],
+            m["rows"],
+            m["problems"],
+            m["strayCount"],
+            m["strays"],
+        );
+        eprintln!("{line}");
+        let width = u64::from(viewport.width);
+        let client = m["clientWidth"].as_u64().unwrap_or(0);
+        // The emulation took: the layout viewport is the requested width, less
+        // a classic vertical scroll bar on the desktop (a phone's overlays).
+        if viewport.handheld.is_some() {
+            assert_eq!(client, width, "the emulated handheld: {line}");
+        } else {
+            assert_eq!(
+                m["innerWidth"].as_u64(),
+                Some(width),
+                "the emulated window: {line}"
+            );
+        }
+        let fits = m["scrollWidth"].as_u64().is_some_and(|w| w <= client)
+            && m["innerWidth"].as_u64() == Some(width)
+            && m["problems"].as_array().is_some_and(Vec::is_empty)
+            && m["strayCount"] == 0
+            && m["ringWidth"].as_u64().is_some_and(|w| w >= 200)
+            && m["rows"] == 3;
+        if !fits {
+            failures.push(line.clone());
+        }
+        report.push(line);
+    }
+    traffic.abort();
+    let _ = traffic.await;
+    browser.close().await;
+    cluster.shutdown().await;
+    assert!(
+        failures.is_empty(),
+        "the dashboard does not fit at {} of {} sizes:\n{}\n\nall sizes:\n{}",
+        failures.len(),
+        VIEWPORTS.len(),
+        failures.join("\n"),
+        report.join("\n")
+    );
 }
