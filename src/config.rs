@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::tls::{InternalTls, PemError, PemFile, PublicTls, Scheme};
+pub use crate::tls::{InternalTls, PublicTls};
+use crate::tls::{PemError, PemFile, Scheme};
 
 /// Prefix of the environment variables read by [`Config::load`].
 const ENV_PREFIX: &str = "SESSIONMESH_";

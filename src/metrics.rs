@@ -222,6 +222,8 @@ pub struct Metrics {
     pub ring_changes: Counter,
     /// Session reads this node served to peers over links.
     pub link_reads: Counter,
+    /// Session operations served to peers over links.
+    pub link_ops: Counter,
 
     // ---- mirrored at scrape time from the replication layer's own counters ----
     /// Copies confirmed by replicas for client writes (counted on the writer).
@@ -329,7 +331,11 @@ impl Metrics {
         let ring_changes = counter("ring_changes", "Changes of the ring since start");
         let link_reads = counter(
             "link_reads",
-            "Session reads served to peers over links (page reads that entered another node)",
+            "Session reads served to peers of versions before link operations",
+        );
+        let link_ops = counter(
+            "link_ops",
+            "Session operations served to peers over links (requests that entered another node)",
         );
         let replication_writes = counter(
             "replication_writes",
@@ -401,6 +407,7 @@ impl Metrics {
             ring_members,
             ring_changes,
             link_reads,
+            link_ops,
             replication_writes,
             replication_failures,
             handoff_sessions_sent,
@@ -610,7 +617,12 @@ pub fn session_counts(ring: &Ring, store: &Store, self_id: &str, copies: usize) 
 /// shutdown). The caller owns the task.
 pub async fn count_ring_changes(node: Arc<Node>, mut views: watch::Receiver<Arc<ClusterView>>) {
     let mut ring = views.borrow_and_update().ring.clone();
-    while views.changed().await.is_ok() {
+    let stop = node.stop_token().clone();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = views.changed() => if changed.is_err() { return },
+        }
         let next = views.borrow_and_update().ring.clone();
         if !Arc::ptr_eq(&ring, &next) {
             node.metrics().ring_changes.inc();

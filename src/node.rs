@@ -1,36 +1,19 @@
-//! A sessionmesh node: start-up in order, graceful leave in reverse order.
-//!
-//! Start: bind the listeners (port 0 allowed), start gossip as `joining`, start the
-//! public and internal HTTP servers and the expiry purge, then announce `ready`.
-//! Leave: announce `leaving` (peers drop the node from their rings and `/readyz`
-//! turns 503), keep serving for a few gossip rounds, stop the HTTP servers letting
-//! in-flight requests finish, then stop the purge task and gossip.
-//!
-//! Either HTTP listener serves TLS when the configuration carries certificates
-//! ([`crate::tls`]); the limits (request timeout, connections, headers) are the
-//! same on both kinds.
+//! The state one node shares with every part of it: configuration, store,
+//! membership, replication, codecs, metrics. [`crate::mesh`] starts and stops
+//! it; request handlers and peers' operations reach it through the mesh.
 
-use std::future::Future;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
-use actix_web::{web, HttpServer};
-use anyhow::Context;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Signer;
 use crate::config::Config;
 use crate::cookie::CookieCodec;
-use crate::http;
-use crate::membership::{ClusterView, Membership, MembershipConfig, Status};
-use crate::metrics::{self, Metrics};
-use crate::peer_client::PeerClient;
-use crate::replication::client::InternalClient;
-use crate::replication::{Replication, ReplicationConfig, FALLBACKS};
+use crate::membership::{ClusterView, Membership, Status};
+use crate::metrics::Metrics;
+use crate::replication::Replication;
 use crate::ring::NodeId;
 use crate::routing;
 use crate::session::{now_millis, SessionId, Store};
@@ -58,11 +41,72 @@ pub struct Node {
     /// Cancelled when the listeners stop: the peer links served here close (an
     /// upgraded connection would otherwise hold the graceful stop for its grace).
     link_stop: CancellationToken,
+    /// Cancelled when the node stops: every task and link of it ends.
+    stop: CancellationToken,
+    /// Unique in this process: keys per-thread state of this node (several
+    /// nodes share a process in tests and local clusters).
+    key: u64,
+    /// The internal listener's and gossip's bound addresses.
+    bound: (std::net::SocketAddr, std::net::SocketAddr),
 }
 
 impl Node {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        config: Config,
+        id: NodeId,
+        generation: u64,
+        bound: [std::net::SocketAddr; 2],
+        store: Arc<Store>,
+        membership: Membership,
+        replication: Replication,
+        signer: Signer,
+        transport: PeerTransport,
+        stop: CancellationToken,
+    ) -> Node {
+        static KEYS: AtomicU64 = AtomicU64::new(1);
+        Node {
+            cookies: CookieCodec::new(&config),
+            signer,
+            metrics: Metrics::new(&config.node_id),
+            id,
+            generation,
+            store,
+            membership,
+            replication,
+            status: AtomicU8::new(0),
+            leave: CancellationToken::new(),
+            link_stop: CancellationToken::new(),
+            stop,
+            key: KEYS.fetch_add(1, Ordering::Relaxed),
+            bound: (bound[0], bound[1]),
+            transport,
+            config,
+        }
+    }
+
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// This node's id, as the ring names it.
+    pub fn node_id(&self) -> &NodeId {
+        &self.id
+    }
+
+    /// The internal listener's and gossip's bound addresses.
+    pub(crate) fn bound(&self) -> (std::net::SocketAddr, std::net::SocketAddr) {
+        self.bound
+    }
+
+    /// Unique in this process (see the field).
+    pub(crate) fn key(&self) -> u64 {
+        self.key
+    }
+
+    /// Cancelled when the node stops.
+    pub(crate) fn stop_token(&self) -> &CancellationToken {
+        &self.stop
     }
 
     pub fn generation(&self) -> u64 {
@@ -133,7 +177,7 @@ impl Node {
         }
     }
 
-    async fn set_status(&self, status: Status) {
+    pub(crate) async fn set_status(&self, status: Status) {
         let code = match status {
             Status::Joining => 0,
             Status::Ready => 1,
@@ -159,309 +203,6 @@ impl Node {
     }
 }
 
-/// The addresses a started node actually listens on.
-#[derive(Clone, Copy, Debug)]
-pub struct BoundAddrs {
-    pub public: SocketAddr,
-    pub internal: SocketAddr,
-    pub gossip: SocketAddr,
-}
-
-/// A running node and the handles to stop it.
-pub struct NodeHandle {
-    node: web::Data<Node>,
-    addrs: BoundAddrs,
-    public: ServerHandle,
-    internal: ServerHandle,
-    servers: Vec<JoinHandle<std::io::Result<()>>>,
-    purge_stop: CancellationToken,
-    purge: JoinHandle<()>,
-    /// Counts ring changes; ends when gossip shuts down.
-    ring_counter: JoinHandle<()>,
-}
-
-impl NodeHandle {
-    pub fn node(&self) -> &Node {
-        &self.node
-    }
-
-    pub fn addrs(&self) -> BoundAddrs {
-        self.addrs
-    }
-
-    /// Leaves the cluster gracefully (see the module doc); bounded by
-    /// `shutdown_grace` plus gossip shutdown.
-    pub async fn shutdown(self) {
-        let grace = self.node.config.shutdown_grace;
-        let started = std::time::Instant::now();
-        tracing::info!(node = %self.node.id, "leaving the cluster");
-        self.node.set_status(Status::Leaving).await;
-        // Hand every session to the holders of a ring without this node, while
-        // still serving (requests that reach us are served, or forwarded).
-        let handed_off = self.node.replication.wait_handed_off(grace).await;
-        if !handed_off {
-            tracing::warn!(node = %self.node.id, ?grace, "handoff did not finish within shutdown_grace");
-        }
-        // Keep serving while peers learn, through gossip, to route elsewhere.
-        let rounds =
-            (self.node.config.gossip_interval * 3).min(grace.saturating_sub(started.elapsed()));
-        tokio::time::sleep(rounds).await;
-        // Stop accepting; in-flight requests finish within `shutdown_grace`.
-        self.node.link_stop.cancel();
-        tokio::join!(self.public.stop(true), self.internal.stop(true));
-        for server in self.servers {
-            let _ = server.await;
-        }
-        self.node.replication.shutdown().await;
-        self.purge_stop.cancel();
-        let _ = self.purge.await;
-        self.node.membership.shutdown().await;
-        let _ = self.ring_counter.await;
-        tracing::info!(node = %self.node.id, "left the cluster");
-    }
-}
-
-fn unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
-fn bind_tcp(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).with_context(|| format!("binding the {what} listener on {addr}"))
-}
-
-/// A concrete gossip port: chitchat binds its own socket and must advertise the
-/// port it binds, so a requested port 0 is resolved here first.
-fn gossip_port(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-    if addr.port() != 0 {
-        return Ok(addr);
-    }
-    let socket =
-        UdpSocket::bind(addr).with_context(|| format!("finding a free gossip port on {addr}"))?;
-    Ok(socket.local_addr()?)
-}
-
-/// Starts a node. Returns once it serves and has announced itself `ready`.
-pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
-    let public_listener = bind_tcp(config.public_addr, "public")?;
-    let internal_listener = bind_tcp(config.internal_addr, "internal")?;
-    let public_addr = public_listener.local_addr()?;
-    let internal_addr = internal_listener.local_addr()?;
-    let generation = unix_nanos();
-
-    let public_advertise = config.advertised_addr(public_addr);
-    let internal_advertise = config.advertised_addr(internal_addr);
-    let transport = PeerTransport::new(&config);
-
-    // Gossip: when the port was chosen for us, a race with another process for it
-    // is possible between probing and chitchat's bind; retry with a new port.
-    let mut attempt = 0;
-    let (membership, gossip_addr) = loop {
-        attempt += 1;
-        let gossip_listen = gossip_port(config.gossip_addr)?;
-        let gossip_advertise = {
-            let host = config.advertised_addr(gossip_listen);
-            let candidates = host.clone();
-            tokio::task::spawn_blocking(move || candidates.to_socket_addrs().map(|mut a| a.next()))
-                .await?
-                .with_context(|| format!("resolving the advertised gossip address {host}"))?
-                .with_context(|| {
-                    format!("the advertised gossip address {host} resolves to no address")
-                })?
-        };
-        let membership_config = MembershipConfig {
-            node_id: config.node_id.clone(),
-            generation,
-            cluster_id: config.cluster_id.clone(),
-            gossip_listen,
-            gossip_advertise,
-            seeds: config.seeds.clone(),
-            gossip_interval: config.gossip_interval,
-            dead_node_grace: config.dead_node_grace,
-            public_advertise: public_advertise.clone(),
-            internal_advertise: internal_advertise.clone(),
-            vnodes: config.vnodes.get(),
-            ring_copies: config.replication_factor.get() + FALLBACKS,
-            initial_status: Status::Joining,
-            signer: Signer::new(config.cluster_secret.clone()),
-            transport: transport.clone(),
-        };
-        match Membership::start(membership_config).await {
-            Ok(m) => break (m, gossip_listen),
-            Err(e) if config.gossip_addr.port() == 0 && attempt < 5 => {
-                tracing::debug!(error = %e, "gossip port taken, trying another");
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    tracing::info!(node = %config.node_id, generation, gossip = %gossip_addr, seeds = ?config.seeds, "gossip started");
-
-    let id: NodeId = config.node_id.as_str().into();
-    let signer = Signer::new(config.cluster_secret.clone());
-    let store = Arc::new(Store::new(config.max_session_bytes));
-    let replication = Replication::start(
-        id.clone(),
-        ReplicationConfig {
-            replication_factor: config.replication_factor.get(),
-            timeout: config.replication_timeout,
-            handoff_rate: config.handoff_rate,
-            max_sessions: config.max_sessions,
-            // The others need several gossip intervals to declare a node dead.
-            pause_threshold: (config.gossip_interval * 2).max(Duration::from_millis(200)),
-        },
-        store.clone(),
-        membership.view_cell().clone(),
-        membership.subscribe(),
-        InternalClient::new(
-            id.clone(),
-            signer.clone(),
-            config.forward_timeout,
-            &transport,
-        )?,
-    )
-    .context("starting the pause watch thread")?;
-    let node = web::Data::new(Node {
-        cookies: CookieCodec::new(&config),
-        signer,
-        id: id.clone(),
-        generation,
-        store,
-        membership,
-        replication,
-        status: AtomicU8::new(0),
-        metrics: Metrics::new(&config.node_id),
-        leave: CancellationToken::new(),
-        link_stop: CancellationToken::new(),
-        transport,
-        config,
-    });
-    let workers = node.config.workers;
-    let grace = node.config.shutdown_grace.as_secs().max(1);
-    let forward_timeout = node.config.forward_timeout;
-    let max_forwards = node.config.max_forwards;
-    let max_connections = node.config.max_connections;
-    let request_timeout = node.config.request_timeout;
-    let public_tls = node
-        .config
-        .public_tls
-        .as_ref()
-        .map(|tls| tls.server_config());
-    let internal_tls = node
-        .config
-        .internal_tls
-        .as_ref()
-        .map(|tls| tls.server_config());
-
-    let peer_client = {
-        let node = node.clone();
-        move || -> web::Data<PeerClient> {
-            let client = PeerClient::new(
-                node.id.clone(),
-                node.signer.clone(),
-                forward_timeout,
-                max_forwards,
-                &node.transport,
-            )
-            .expect("the peer client was built once before the servers started");
-            web::Data::new(client)
-        }
-    };
-    // Fail here, not in a worker thread, if the peer client cannot be built.
-    PeerClient::new(
-        id.clone(),
-        node.signer.clone(),
-        forward_timeout,
-        max_forwards,
-        &node.transport,
-    )
-    .context("building the client for peers")?;
-    let public_server = {
-        let node = node.clone();
-        let peer_client = peer_client.clone();
-        let server = HttpServer::new(move || http::public_app(node.clone(), peer_client()))
-            .workers(workers)
-            .disable_signals()
-            .shutdown_timeout(grace)
-            // Longer than common client pools keep idle connections (browsers,
-            // load balancers), so that the server rarely closes one under a request.
-            .keep_alive(Duration::from_secs(30))
-            // A client must send its request head within this, and idle or
-            // half-open connections are bounded in number.
-            .client_request_timeout(request_timeout)
-            .max_connections(max_connections)
-            // Answers leave in one segment or more without waiting on Nagle
-            // (a streamed answer is written in several pieces).
-            .tcp_nodelay(true);
-        match public_tls {
-            Some(tls) => server.listen_rustls_0_23(public_listener, tls)?,
-            None => server.listen(public_listener)?,
-        }
-        .run()
-    };
-    let internal_server = {
-        let node = node.clone();
-        let server = HttpServer::new(move || http::internal_app(node.clone(), peer_client()))
-            .workers(workers)
-            .disable_signals()
-            .shutdown_timeout(grace)
-            // Longer than the peers' pool idle timeout, so that a pooled
-            // connection is never closed under a request.
-            .keep_alive(Duration::from_secs(75))
-            .client_request_timeout(request_timeout)
-            .max_connections(max_connections)
-            .tcp_nodelay(true);
-        match internal_tls {
-            Some(tls) => server.listen_rustls_0_23(internal_listener, tls)?,
-            None => server.listen(internal_listener)?,
-        }
-        .run()
-    };
-    let public = public_server.handle();
-    let internal = internal_server.handle();
-    let servers = vec![tokio::spawn(public_server), tokio::spawn(internal_server)];
-
-    let purge_stop = CancellationToken::new();
-    let purge = tokio::spawn(purge_loop(node.clone(), purge_stop.clone()));
-    let ring_counter = tokio::spawn(metrics::count_ring_changes(
-        node.clone().into_inner(),
-        node.membership.subscribe(),
-    ));
-
-    if !node.config.seeds.is_empty() {
-        wait_for_peers(&node).await;
-    }
-    node.set_status(Status::Ready).await;
-    let addrs = BoundAddrs {
-        public: public_addr,
-        internal: internal_addr,
-        gossip: gossip_addr,
-    };
-    tracing::info!(
-        node = %id,
-        public = %public_addr,
-        internal = %internal_addr,
-        gossip = %gossip_addr,
-        advertised_public = %public_advertise,
-        advertised_internal = %internal_advertise,
-        replication_factor = node.config.replication_factor.get(),
-        public_scheme = %node.config.public_scheme(),
-        internal_scheme = %node.config.internal_scheme(),
-        "node ready: open {}",
-        node.config.public_scheme().url(&public_advertise, "/")
-    );
-    Ok(NodeHandle {
-        node,
-        addrs,
-        public,
-        internal,
-        servers,
-        purge_stop,
-        purge,
-        ring_counter,
-    })
-}
-
 /// Before announcing `ready`, a node with seeds waits until it knows its peers,
 /// so that the ids it mints and the ring it routes by are the cluster's, not its
 /// own alone: until it has heard of at least one peer, and then its members and
@@ -478,7 +219,7 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
 /// ring change is: handoff moves the sessions it should own.
 ///
 /// Bounded: a node whose seeds are all down still starts, as a cluster of one.
-async fn wait_for_peers(node: &Node) {
+pub(crate) async fn wait_for_peers(node: &Node) {
     let interval = node.config.gossip_interval;
     let deadline = tokio::time::Instant::now() + (interval * 20).max(Duration::from_secs(2));
     let mut views = node.membership.subscribe();
@@ -513,7 +254,8 @@ async fn wait_for_peers(node: &Node) {
 
 /// Removes expired sessions, one store shard per tick; after a sweep over every
 /// shard that removed anything, gives the freed memory back to the system.
-async fn purge_loop(node: web::Data<Node>, stop: CancellationToken) {
+pub(crate) async fn purge_loop(node: Arc<Node>) {
+    let stop = node.stop.clone();
     let mut ticker = tokio::time::interval(Store::purge_interval(PURGE_SWEEP));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = 0usize;
@@ -549,16 +291,4 @@ fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-/// Runs a node until `shutdown` resolves or an operator asks it to leave, then
-/// leaves gracefully.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let handle = start(config).await?;
-    tokio::select! {
-        _ = shutdown => {}
-        _ = handle.node().leave_requested() => {}
-    }
-    handle.shutdown().await;
-    Ok(())
 }

@@ -1,34 +1,65 @@
-//! Where a request for a session is served: here, or on its owner (one hop at most).
+//! Where a session operation is served: the routing policy, with no I/O.
 //!
-//! Pure: a function of the ring snapshot, the session id, this node's id and
-//! whether the request was already forwarded once.
+//! - An operation that came from a peer is served where it landed, whatever
+//!   this node believes about the ring: rings disagree for a gossip round or
+//!   two after a change, and bouncing an operation between two nodes with
+//!   different rings must never happen (one hop at most).
+//! - This node serves the sessions it owns, and everything while its ring is
+//!   empty (a lone node that is not ready yet, or the last node leaving).
+//! - Otherwise the session's holders are tried in ring order: the owner, then
+//!   the replicas. A holder that cannot be reached at all is passed over at
+//!   once (its replica takes over without waiting for the failure detector); a
+//!   holder that failed in the middle of a request is passed over only for a
+//!   read, since a write may have been applied there. When the walk reaches
+//!   this node, it serves.
+//!
+//! [`crate::mesh`] executes the plan; tests drive it here without sockets.
 
 use crate::ring::{NodeId, Ring};
 
-/// The routing decision for one request.
+/// One step of a plan.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Route<'a> {
+pub enum Target<'a> {
     /// Serve from this node's memory.
-    Local,
-    /// Forward to the owner's internal listener.
-    Forward(&'a NodeId),
+    Here,
+    /// Ask this holder.
+    Peer(&'a NodeId),
 }
 
-/// Decides where a request that names `key` is served.
-///
-/// A forwarded request is always served where it lands, whatever this node
-/// believes about the ring: rings disagree for a gossip round or two after a
-/// change, and bouncing a request between two nodes with different rings must
-/// never happen. An empty ring (a lone node that is not ready yet, or the last node
-/// leaving) also serves locally.
-pub fn route<'a>(ring: &'a Ring, key: &[u8], self_id: &str, forwarded: bool) -> Route<'a> {
-    if forwarded {
-        return Route::Local;
+/// The holders to try for `key`, in order; ends at the first [`Target::Here`].
+pub fn plan<'a>(
+    ring: &'a Ring,
+    key: &[u8],
+    self_id: &str,
+    copies: usize,
+    from_peer: bool,
+) -> Vec<Target<'a>> {
+    if from_peer || ring.owner(key).is_none_or(|owner| &**owner == self_id) {
+        return vec![Target::Here];
     }
-    match ring.owner(key) {
-        Some(owner) if &**owner != self_id => Route::Forward(owner),
-        _ => Route::Local,
+    let mut targets = Vec::with_capacity(copies);
+    for holder in ring.preference_list(key, copies) {
+        if &**holder == self_id {
+            targets.push(Target::Here);
+            break;
+        }
+        targets.push(Target::Peer(holder));
     }
+    targets
+}
+
+/// How asking a holder failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No connection could be made: the request never reached it.
+    Unreachable,
+    /// It broke off or did not answer in time: a write may have been applied.
+    Broken,
+}
+
+/// Whether to go on to the next holder after `failure`.
+pub fn try_next(failure: Failure, read: bool) -> bool {
+    failure == Failure::Unreachable || read
 }
 
 /// Whether a freshly minted id would be owned by `self_id`; used to create
@@ -44,24 +75,48 @@ mod tests {
 
     proptest! {
         #[test]
-        fn forwards_go_to_the_owner_and_never_twice(key in any::<[u8; 16]>(), me in 0usize..3, forwarded: bool) {
-            let ring = Ring::new(["a", "b", "c"], 32, 2);
-            let me = ["a", "b", "c"][me];
+        fn the_owner_is_asked_first_and_the_walk_ends_here(key in any::<[u8; 16]>(), me in 0usize..4, from_peer: bool) {
+            let ring = Ring::new(["a", "b", "c", "d"], 32, 3);
+            let me = ["a", "b", "c", "d"][me];
             let owner = ring.owner(&key).unwrap();
-            match route(&ring, &key, me, forwarded) {
-                Route::Local => prop_assert!(forwarded || &**owner == me),
-                Route::Forward(to) => {
-                    prop_assert!(!forwarded);
-                    prop_assert_eq!(to, owner);
-                    prop_assert_ne!(&**to, me);
+            let plan = plan(&ring, &key, me, 2, from_peer);
+            if from_peer || &**owner == me {
+                prop_assert_eq!(plan, vec![Target::Here]);
+            } else {
+                prop_assert_eq!(&plan[0], &Target::Peer(owner));
+                let holders: Vec<&NodeId> = ring.preference_list(&key, 2).collect();
+                // Every peer in the plan holds the session, in ring order, and
+                // the plan ends with this node exactly when it is a holder.
+                for (step, holder) in plan.iter().zip(&holders) {
+                    match step {
+                        Target::Peer(p) => prop_assert_eq!(*p, *holder),
+                        Target::Here => prop_assert_eq!(&***holder, me),
+                    }
                 }
+                let holds = holders.iter().any(|h| &***h == me);
+                prop_assert_eq!(plan.last() == Some(&Target::Here), holds);
+                prop_assert!(!plan.iter().any(|t| matches!(t, Target::Peer(p) if &***p == me)));
             }
         }
     }
 
     #[test]
-    fn an_empty_ring_serves_locally() {
-        assert_eq!(route(&Ring::empty(), b"k", "a", false), Route::Local);
+    fn an_empty_ring_serves_here() {
+        assert_eq!(
+            plan(&Ring::empty(), b"k", "a", 2, false),
+            vec![Target::Here]
+        );
         assert!(!owns(&Ring::empty(), b"k", "a"));
+    }
+
+    #[test]
+    fn only_reads_pass_a_holder_that_broke_off() {
+        assert!(try_next(Failure::Unreachable, false));
+        assert!(try_next(Failure::Unreachable, true));
+        assert!(try_next(Failure::Broken, true));
+        assert!(
+            !try_next(Failure::Broken, false),
+            "a write may have been applied"
+        );
     }
 }

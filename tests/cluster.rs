@@ -679,7 +679,7 @@ async fn the_internal_listener_refuses_strangers() {
         Some("v1.0.node2.AAAA".to_owned()),
         Some(format!(
             "v1.{}.node2.{}",
-            sessionmesh::session::now_millis(),
+            sessionmesh::testing::session::now_millis(),
             "A".repeat(43)
         )),
     ];
@@ -688,7 +688,7 @@ async fn the_internal_listener_refuses_strangers() {
             fwd.as_str(),
             "/internal/ping",
             "/fwd/",
-            sessionmesh::link::LINK_PATH,
+            sessionmesh::testing::link::LINK_PATH,
             "/anything",
         ] {
             let mut request = http
@@ -704,7 +704,7 @@ async fn the_internal_listener_refuses_strangers() {
         }
     }
     // A node of another cluster secret is a stranger too.
-    let stranger = sessionmesh::auth::Signer::new(sessionmesh::config::Secret::random());
+    let stranger = sessionmesh::testing::auth::Signer::new(sessionmesh::config::Secret::random());
     let response = http
         .get(cluster.internal_url(0, &fwd))
         .header(
@@ -716,7 +716,7 @@ async fn the_internal_listener_refuses_strangers() {
         .unwrap();
     assert_eq!(response.status(), 401);
     // A peer with the secret is served.
-    let peer = sessionmesh::auth::Signer::new(cluster.secrets.cluster.clone());
+    let peer = sessionmesh::testing::auth::Signer::new(cluster.secrets.cluster.clone());
     let response = http
         .get(cluster.internal_url(0, &fwd))
         .header("x-sessionmesh-auth", peer.sign("node2", "GET", &fwd, b""))

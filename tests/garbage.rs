@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use serde_json::{json, Value};
-use sessionmesh::auth::{self, Signer};
+use sessionmesh::testing::auth::{self, Signer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -670,7 +670,8 @@ async fn hostile_request_heads() {
         b"\"-1\"",
         b"W/\"1\"",
         b"\xff\xfe",
-        b"\"1\", \"2\"",
+        // A list that names neither version of the session (RFC 9110 lists).
+        b"\"2\", \"3\"",
         b"\"\"",
         b"0x1",
     ] {
@@ -958,7 +959,7 @@ async fn hostile_replication_batches() {
     let before = before(&cluster).await;
     let signer = Signer::new(cluster.secrets.cluster.clone());
     let internal = cluster.nodes[0].addrs().internal;
-    let replicate = sessionmesh::replication::client::REPLICATE_PATH;
+    let replicate = sessionmesh::testing::replication::client::REPLICATE_PATH;
     let signed = |method: &str, path: &str, body: &[u8]| {
         let header = signer.sign("node2", method, path, body);
         request(
@@ -976,7 +977,7 @@ async fn hostile_replication_batches() {
         use base64::Engine;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rng.random::<[u8; 16]>())
     };
-    let now = sessionmesh::session::now_millis();
+    let now = sessionmesh::testing::session::now_millis();
     let record = |id: &str, version: u64, expires_at: u64, ttl_ms: u64, data: Option<&str>| {
         let mut r = format!(
             r#"{{"id":"{id}","version":{version},"updated_at":{now},"created_at":{now},"expires_at":{expires_at},"ttl_ms":{ttl_ms}"#
@@ -1121,7 +1122,7 @@ async fn hostile_replication_batches() {
     let config = common::test_config("node4", &cluster.secrets, seeds);
     cluster
         .nodes
-        .push(sessionmesh::start(config).await.expect("node4 starts"));
+        .push(common::start(config).await.expect("node4 starts"));
     cluster.wait_converged(4).await;
     let r = cluster
         .http

@@ -189,7 +189,7 @@ async fn a_node_with_another_secret_is_refused_both_ways() {
     let cluster = Cluster::start(2).await;
     let fingerprint = cluster.wait_converged(2).await;
     let other = Secrets::new();
-    let stranger = sessionmesh::start(test_config(
+    let stranger = common::start(test_config(
         "stranger",
         &other,
         vec![cluster.nodes[0].addrs().gossip.to_string()],
@@ -244,7 +244,7 @@ async fn a_node_of_another_cluster_is_ignored() {
         vec![cluster.nodes[0].addrs().gossip.to_string()],
     );
     config.cluster_id = "another".to_owned();
-    let foreign = sessionmesh::start(config).await.unwrap();
+    let foreign = common::start(config).await.unwrap();
     // Give gossip time to try: wait until the foreign node has given up on
     // finding peers (it starts as a cluster of one), then check.
     wait_for("the foreign node to serve alone", WAIT, || async {
@@ -330,7 +330,7 @@ async fn a_forged_session_header_is_never_trusted() {
     }
     // On the internal listener: a signature that does not cover the header is
     // refused; one that covers it (a peer's) is served.
-    let peer = sessionmesh::auth::Signer::new(cluster.secrets.cluster.clone());
+    let peer = sessionmesh::testing::auth::Signer::new(cluster.secrets.cluster.clone());
     let signed_without = peer.sign("node2", "GET", "/fwd/", b"");
     let response = http
         .get(cluster.internal_url(0, "/fwd/"))
@@ -345,6 +345,8 @@ async fn a_forged_session_header_is_never_trusted() {
         401,
         "a session header the signature does not cover"
     );
+    // A peer's signed header names no session by itself: a forwarded request
+    // is a visitor's by its cookie (forwarded with it), checked here again.
     let signed_with = peer.sign_with_session("node2", "GET", "/fwd/", b"", Some(&victim_id));
     let page = http
         .get(cluster.internal_url(0, "/fwd/"))
@@ -357,7 +359,29 @@ async fn a_forged_session_header_is_never_trusted() {
         .text()
         .await
         .unwrap();
-    // Node 0 minted the victim's id, so it owns the session.
-    assert_eq!(greeting(&page), "Hello, victim", "a peer's signed header");
+    assert_eq!(
+        greeting(&page),
+        "Hello, Guest",
+        "a peer's signed header alone"
+    );
+    // With the cookie, as a peer of an older version forwards a page: served here.
+    let signed = peer.sign_with_session("node2", "GET", "/fwd/", b"", Some(&victim_id));
+    let page = http
+        .get(cluster.internal_url(0, "/fwd/"))
+        .header("x-sessionmesh-auth", signed)
+        .header("x-entry-node", "node2")
+        .header("x-sessionmesh-session", &victim_id)
+        .header("cookie", &victim)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        greeting(&page),
+        "Hello, victim",
+        "a forwarded page with its cookie"
+    );
     cluster.shutdown().await;
 }

@@ -286,7 +286,7 @@ async fn the_session_size_limit_holds_for_every_write() {
     );
 
     // Every holder keeps version 2 of the first session: the copies agree.
-    let sid = sessionmesh::session::SessionId::parse(&id).unwrap();
+    let sid = sessionmesh::testing::session::SessionId::parse(&id).unwrap();
     for node in &cluster.nodes {
         if let Some(record) = node.node().replication().copy(&sid) {
             assert_eq!(record.version, 2, "{} holds version 2", node.node().id());
@@ -295,10 +295,10 @@ async fn the_session_size_limit_holds_for_every_write() {
     }
 
     // A peer's copy over the limit.
-    let signer = sessionmesh::auth::Signer::new(cluster.secrets.cluster.clone());
-    let replicate = sessionmesh::replication::client::REPLICATE_PATH;
-    let fresh = sessionmesh::session::SessionId::random();
-    let now = sessionmesh::session::now_millis();
+    let signer = sessionmesh::testing::auth::Signer::new(cluster.secrets.cluster.clone());
+    let replicate = sessionmesh::testing::replication::client::REPLICATE_PATH;
+    let fresh = sessionmesh::testing::session::SessionId::random();
+    let now = sessionmesh::testing::session::now_millis();
     let huge = "z".repeat(70 * 1024);
     let body = format!(
         r#"{{"from":"node2","records":[{{"id":"{fresh}","version":1,"updated_at":{now},"created_at":{now},"expires_at":{},"ttl_ms":60000,"data":{{"h":"{huge}"}}}}]}}"#,
@@ -307,7 +307,7 @@ async fn the_session_size_limit_holds_for_every_write() {
     let ack: Value = http
         .post(cluster.internal_url(0, replicate))
         .header(
-            sessionmesh::auth::HEADER,
+            sessionmesh::testing::auth::HEADER,
             signer.sign("node2", "POST", replicate, body.as_bytes()),
         )
         .header("content-type", "application/json")

@@ -1,5 +1,6 @@
-//! Peer links: page reads that enter a node other than the session's holder ask
-//! the holder over one multiplexed WebSocket on the internal listener.
+//! Peer links: session operations that enter a node other than the session's
+//! holder go to the holder over one multiplexed WebSocket on the internal
+//! listener.
 
 mod common;
 
@@ -11,7 +12,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use common::{header, set_cookie, Cluster};
-use sessionmesh::link::Frame;
+use sessionmesh::testing::link::Frame;
 
 /// Requests to a node's internal listener on `route`, from its metrics text.
 fn internal_requests(metrics: &str, route: &str) -> u64 {
@@ -27,9 +28,10 @@ fn internal_requests(metrics: &str, route: &str) -> u64 {
 /// 1. three nodes; log in on node1 (which mints an id it owns);
 /// 2. 64 reads at once through node2 and node3: each greets the name, says
 ///    node1 served it and names its entry node;
-/// 3. node1 served them over links (its link read counter grew by at least
-///    64), and not one came as a forwarded HTTP request;
-/// 4. after logout, the same reads greet the Guest (the holder said missing);
+/// 3. node1 served them over links (its link operation counter grew by at
+///    least 64), and not one came as a forwarded HTTP request;
+/// 4. after logout, the same reads greet the Guest (the holder said missing, so
+///    the entry node served a guest's page);
 /// 5. the login and the logout reached the replica over a link too: a write was
 ///    acknowledged by a replica, and no node got a replication batch over HTTP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,7 +46,7 @@ async fn page_reads_entering_other_nodes_ask_the_owner_over_links() {
     assert_eq!(header(&login, "x-served-by").as_deref(), Some("node1"));
     let cookie = set_cookie(&login, "SESSION").unwrap();
     let owner = cluster.nodes[0].node();
-    let reads_before = owner.metrics().link_reads.get();
+    let reads_before = owner.metrics().link_ops.get();
 
     let reads = (0..64).map(|i| {
         let entry = 1 + i % 2;
@@ -69,8 +71,11 @@ async fn page_reads_entering_other_nodes_ask_the_owner_over_links() {
         }
     });
     futures_util::future::join_all(reads).await;
-    let served = owner.metrics().link_reads.get() - reads_before;
-    assert!(served >= 64, "{served} link reads served for 64 page reads");
+    let served = owner.metrics().link_ops.get() - reads_before;
+    assert!(
+        served >= 64,
+        "{served} link operations served for 64 page reads"
+    );
     let text = owner.metrics().encode().unwrap();
     assert_eq!(internal_requests(&text, "/fwd/"), 0, "{text}");
 
@@ -88,7 +93,10 @@ async fn page_reads_entering_other_nodes_ask_the_owner_over_links() {
             .send()
             .await
             .unwrap();
-        assert_eq!(header(&page, "x-served-by").as_deref(), Some("node1"));
+        assert_eq!(
+            header(&page, "x-served-by"),
+            Some(format!("node{}", entry + 1))
+        );
         assert!(page.text().await.unwrap().contains(">Hello, Guest<"));
     }
     let replicated = owner
@@ -106,9 +114,10 @@ async fn page_reads_entering_other_nodes_ask_the_owner_over_links() {
 
 /// The wire protocol as a peer speaks it, against a real node:
 /// 1. an upgrade without the cluster secret's signature is refused (401);
-/// 2. a signed upgrade opens a link; three requests in one message are each
-///    answered under their own id: the session's data, missing, and a failure
-///    for an unknown request kind;
+/// 2. a signed upgrade opens a link; requests in one message are each
+///    answered under their own id: a session operation with the session, the
+///    reads of versions before operations with the data and missing, and a
+///    failure for an unknown request kind;
 /// 3. a message that is not whole frames closes the link.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_serves_signed_peers_frame_by_frame() {
@@ -125,7 +134,7 @@ async fn a_link_serves_signed_peers_frame_by_frame() {
         .unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
     let addr = cluster.nodes[0].addrs().internal;
-    let url = format!("ws://{addr}{}", sessionmesh::link::LINK_PATH);
+    let url = format!("ws://{addr}{}", sessionmesh::testing::link::LINK_PATH);
 
     let unsigned = tokio::net::TcpStream::connect(addr).await.unwrap();
     let refused = tokio_tungstenite::client_async(url.as_str(), unsigned).await;
@@ -136,12 +145,12 @@ async fn a_link_serves_signed_peers_frame_by_frame() {
         other => panic!("an unsigned link was not refused: {other:?}"),
     }
 
-    let signer = sessionmesh::auth::Signer::new(cluster.secrets.cluster.clone());
+    let signer = sessionmesh::testing::auth::Signer::new(cluster.secrets.cluster.clone());
     let mut request = url.as_str().into_client_request().unwrap();
     request.headers_mut().insert(
         "x-sessionmesh-auth",
         signer
-            .sign("peer", "GET", sessionmesh::link::LINK_PATH, b"")
+            .sign("peer", "GET", sessionmesh::testing::link::LINK_PATH, b"")
             .parse()
             .unwrap(),
     );
@@ -151,12 +160,29 @@ async fn a_link_serves_signed_peers_frame_by_frame() {
 
     let unknown = "A".repeat(22);
     let mut message = BytesMut::new();
-    Frame::encode(7, sessionmesh::link::READ, id.as_bytes(), &mut message);
-    Frame::encode(8, sessionmesh::link::READ, unknown.as_bytes(), &mut message);
+    Frame::encode(
+        7,
+        sessionmesh::testing::link::READ,
+        id.as_bytes(),
+        &mut message,
+    );
+    Frame::encode(
+        8,
+        sessionmesh::testing::link::READ,
+        unknown.as_bytes(),
+        &mut message,
+    );
     Frame::encode(9, 0x42, b"", &mut message);
+    let get = format!(r#"{{"get":{{"id":"{id}"}}}}"#);
+    Frame::encode(
+        10,
+        sessionmesh::testing::link::OP,
+        get.as_bytes(),
+        &mut message,
+    );
     ws.send(Message::Binary(message.freeze())).await.unwrap();
     let mut answers = Vec::new();
-    while answers.len() < 3 {
+    while answers.len() < 4 {
         match ws.next().await.unwrap().unwrap() {
             Message::Binary(data) => {
                 for frame in Frame::decode_all(data) {
@@ -169,14 +195,17 @@ async fn a_link_serves_signed_peers_frame_by_frame() {
     }
     answers.sort_by_key(|a| a.0);
     assert_eq!(answers[0].0, 7);
-    assert_eq!(answers[0].1, sessionmesh::link::FOUND);
+    assert_eq!(answers[0].1, sessionmesh::testing::link::FOUND);
     let data: serde_json::Value = serde_json::from_slice(&answers[0].2).unwrap();
     assert_eq!(data, serde_json::json!({"name": "Ada", "n": 1}));
     assert_eq!(
         (answers[1].0, answers[1].1),
-        (8, sessionmesh::link::MISSING)
+        (8, sessionmesh::testing::link::MISSING)
     );
-    assert_eq!((answers[2].0, answers[2].1), (9, sessionmesh::link::FAILED));
+    assert_eq!(
+        (answers[2].0, answers[2].1),
+        (9, sessionmesh::testing::link::FAILED)
+    );
     assert!(
         std::str::from_utf8(&answers[2].2)
             .unwrap()
@@ -184,6 +213,17 @@ async fn a_link_serves_signed_peers_frame_by_frame() {
         "{:?}",
         answers[2].2
     );
+    assert_eq!(
+        (answers[3].0, answers[3].1),
+        (10, sessionmesh::testing::link::OP_REPLY)
+    );
+    let reply: serde_json::Value = serde_json::from_slice(&answers[3].2).unwrap();
+    assert_eq!(
+        reply["session"]["data"],
+        serde_json::json!({"name": "Ada", "n": 1})
+    );
+    assert_eq!(reply["session"]["version"], 1);
+    assert_eq!(reply["session"]["served_by"], "node1");
 
     // Half a frame: the node closes the link.
     ws.send(Message::Binary(Bytes::from_static(&[0, 0, 0, 40, 1])))

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{wait_for, ChildNode, Cluster, WAIT};
 use serde_json::{json, Value};
-use sessionmesh::auth::{Signer, HEADER};
+use sessionmesh::testing::auth::{Signer, HEADER};
 
 async fn get_json(url: &str) -> Value {
     common::client()
@@ -52,7 +52,7 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
 ///    and ask node2 for an unknown route;
 /// 2. node2's metrics: the read under `route="/api/sessions/{id}"` (never the raw
 ///    id), the 404 under `unmatched`, one successful forward with its latency;
-/// 3. node1's metrics: the forwarded read on the internal listener, one owned
+/// 3. node1's metrics: the read served to node2 over a peer link, one owned
 ///    session, two ready members, a ring of two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_routes_forwards_sessions_and_members() {
@@ -117,10 +117,7 @@ async fn metrics_count_routes_forwards_sessions_and_members() {
 
     let text = metrics(&cluster, 0).await;
     assert_eq!(
-        sample(
-            &text,
-            r#"sessionmesh_http_requests_total{listener="internal",method="GET",route="/fwd/api/sessions/{id}",status="200"}"#
-        ),
+        sample(&text, "sessionmesh_link_ops_total"),
         Some(1.0),
         "{text}"
     );

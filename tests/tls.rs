@@ -15,7 +15,7 @@ use common::pki::{Ca, CertFiles, PemDir};
 use common::{header, set_cookie, wait_for, ChildCluster, ChildNode, Cluster, WAIT};
 use serde_json::{json, Value};
 use sessionmesh::config::Config;
-use sessionmesh::tls::{InternalTls, PublicTls};
+use sessionmesh::testing::tls::{InternalTls, PublicTls};
 
 const HOSTS: &[&str] = &["localhost", "127.0.0.1"];
 

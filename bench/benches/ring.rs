@@ -7,8 +7,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use sessionmesh::ring::Ring;
-use sessionmesh::session::SessionId;
+use sessionmesh::testing::ring::Ring;
+use sessionmesh::SessionId;
 
 const SIZES: [usize; 3] = [10, 100, 1000];
 const VNODES: u32 = 128;

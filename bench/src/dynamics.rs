@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Serialize;
 use sessionmesh::config::{Config, Secret};
-use sessionmesh::NodeHandle;
+use sessionmesh::Mesh;
 
 use crate::memory::payload;
 use crate::procs::{self, Secrets, SmNode, SmOptions};
@@ -108,24 +108,24 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) -> anyhow::Result<Dur
     }
 }
 
-fn has_all(nodes: &[NodeHandle], n: usize) -> bool {
+fn has_all(nodes: &[Mesh], n: usize) -> bool {
     nodes
         .iter()
-        .all(|h| h.node().view().ring.nodes().len() == n)
+        .all(|h| sessionmesh::testing::node(h).view().ring.nodes().len() == n)
 }
 
 async fn join(n: usize, trials: usize, gossip: Duration) -> anyhow::Result<JoinResult> {
     anyhow::ensure!(n >= 2, "a join needs at least 2 nodes");
     let secrets = Secrets::random();
-    let mut base: Vec<NodeHandle> = Vec::with_capacity(n - 1);
+    let mut base: Vec<Mesh> = Vec::with_capacity(n - 1);
     for i in 1..n {
         let seeds = base
             .first()
-            .map(|f| vec![f.addrs().gossip.to_string()])
+            .map(|f| vec![f.gossip_addr().to_string()])
             .unwrap_or_default();
-        base.push(sessionmesh::start(config(&format!("node{i}"), &secrets, seeds, gossip)).await?);
+        base.push(Mesh::start(config(&format!("node{i}"), &secrets, seeds, gossip)).await?);
     }
-    let seed = base[0].addrs().gossip.to_string();
+    let seed = base[0].gossip_addr().to_string();
     until(&format!("{} nodes to converge", n - 1), || {
         has_all(&base, n - 1)
     })
@@ -134,11 +134,17 @@ async fn join(n: usize, trials: usize, gossip: Duration) -> anyhow::Result<JoinR
     for t in 0..trials {
         let id = format!("joiner{t}");
         let started = Instant::now();
-        let newcomer =
-            sessionmesh::start(config(&id, &secrets, vec![seed.clone()], gossip)).await?;
+        let newcomer = Mesh::start(config(&id, &secrets, vec![seed.clone()], gossip)).await?;
         until(&format!("{id} in every ring of {n}"), || {
-            newcomer.node().view().ring.nodes().len() == n
-                && base.iter().all(|h| h.node().view().ring.contains(&id))
+            sessionmesh::testing::node(&newcomer)
+                .view()
+                .ring
+                .nodes()
+                .len()
+                == n
+                && base
+                    .iter()
+                    .all(|h| sessionmesh::testing::node(h).view().ring.contains(&id))
         })
         .await?;
         let took = started.elapsed();
@@ -149,11 +155,12 @@ async fn join(n: usize, trials: usize, gossip: Duration) -> anyhow::Result<JoinR
         trials_ms.push(took.as_secs_f64() * 1e3);
         newcomer.shutdown().await;
         until(&format!("{id} to leave every ring"), || {
-            base.iter().all(|h| !h.node().view().ring.contains(&id))
+            base.iter()
+                .all(|h| !sessionmesh::testing::node(h).view().ring.contains(&id))
         })
         .await?;
     }
-    futures_util::future::join_all(base.into_iter().map(NodeHandle::shutdown)).await;
+    futures_util::future::join_all(base.iter().map(|m| m.shutdown())).await;
     let mut sorted = trials_ms.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
     Ok(JoinResult {

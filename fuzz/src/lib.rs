@@ -21,11 +21,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use sessionmesh::auth::Signer;
 use sessionmesh::config::{Config, Secret};
-use sessionmesh::cookie::CookieCodec;
-use sessionmesh::replication::client::Batch;
-use sessionmesh::session::{self, replica_copy, Document, Entry, Record, SessionId, Store};
+use sessionmesh::testing::auth::Signer;
+use sessionmesh::testing::cookie::CookieCodec;
+use sessionmesh::testing::replication::client::Batch;
+use sessionmesh::testing::session::{self, replica_copy, Change, Entry, Record, SessionId, Store};
 
 /// The store's clock in these properties: fixed, so that a failure reproduces.
 const NOW: u64 = 1_750_000_000_000;
@@ -153,7 +153,7 @@ fn use_copy(store: &Store, id: &SessionId) {
     assert!(back.into_entry().is_some(), "a copy we send is accepted");
     // Served: the session document of the API.
     if let Ok((doc, touch)) = store.read(id, NOW, |s| {
-        serde_json::to_string(&Document::new(id, s, "node1", vec!["node2"]))
+        sessionmesh::testing::api_document(*id, s, "node1", vec!["node2"])
             .expect("a document serialises")
     }) {
         assert!(doc.starts_with('{'));
@@ -168,11 +168,10 @@ fn use_copy(store: &Store, id: &SessionId) {
     let _ = store.write(
         id,
         NOW + 1,
-        None,
-        |cur| merge_edit(cur, &patch),
+        |s| Ok(Change::data(merge_edit(&s.data, &patch))),
         |s| s.version,
     );
-    if let Ok(tombstone) = store.delete(id, NOW + 2, None) {
+    if let Ok(tombstone) = store.delete(id, NOW + 2, |_| Ok(())) {
         let record = Record::from_entry(id.as_str(), &replica_copy(&tombstone));
         assert!(
             record.into_entry().is_some(),
@@ -181,16 +180,10 @@ fn use_copy(store: &Store, id: &SessionId) {
     }
 }
 
-/// PATCH as the session API applies it (`Edit::Merge` in `src/http/api.rs`):
-/// the stored text is parsed, merged with the patch and stored as compact text.
+/// PATCH as the session API applies it: the stored text is parsed, merged
+/// with the patch and stored as compact text.
 pub fn merge_edit(current: &RawValue, patch: &Map<String, Value>) -> Box<RawValue> {
-    let mut doc: Value =
-        serde_json::from_str(current.get()).unwrap_or_else(|_| Value::Object(Default::default()));
-    json_patch::merge(&mut doc, &Value::Object(patch.clone()));
-    match doc {
-        Value::Object(map) => session::to_raw(&map),
-        _ => session::empty_object(),
-    }
+    sessionmesh::testing::merge_patch(current, patch)
 }
 
 /// Internal request signatures: arbitrary headers are never accepted; a header

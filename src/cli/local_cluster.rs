@@ -14,7 +14,10 @@ use futures_util::future::{join_all, select_all};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, Secret};
-use crate::node::{start, NodeHandle};
+use crate::web::ServedNode;
+
+/// The application routes each node serves.
+pub type Routes = fn(&mut actix_web::web::ServiceConfig);
 
 #[derive(Args, Debug)]
 pub struct LocalClusterArgs {
@@ -99,7 +102,7 @@ fn config(
     })
 }
 
-pub fn run(args: LocalClusterArgs) -> ExitCode {
+pub fn run(args: LocalClusterArgs, routes: Routes) -> ExitCode {
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(&args.log));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -112,7 +115,7 @@ pub fn run(args: LocalClusterArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(local_cluster(args)) {
+    match runtime.block_on(local_cluster(args, routes)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("sessionmesh local-cluster: {error}");
@@ -122,17 +125,22 @@ pub fn run(args: LocalClusterArgs) -> ExitCode {
 }
 
 /// The URL of `path` on a node's public listener.
-fn public_url(handle: &NodeHandle, path: &str) -> String {
-    let addr = handle.addrs().public.to_string();
-    handle.node().config().public_scheme().url(&addr, path)
+fn public_url(handle: &ServedNode, path: &str) -> String {
+    let addr = handle.public_addr().to_string();
+    handle
+        .mesh()
+        .node()
+        .config()
+        .public_scheme()
+        .url(&addr, path)
 }
 
-async fn local_cluster(args: LocalClusterArgs) -> Result<(), String> {
+async fn local_cluster(args: LocalClusterArgs, routes: Routes) -> Result<(), String> {
     let cookie = printable_secret();
     let cluster = printable_secret();
     let secret_file =
         write_secret_file(&cluster).map_err(|e| format!("writing the secret file: {e}"))?;
-    let result = serve(&args, &cookie, &cluster, &secret_file).await;
+    let result = serve(&args, &cookie, &cluster, &secret_file, routes).await;
     if let Some(dir) = secret_file.parent() {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -144,16 +152,17 @@ async fn serve(
     cookie: &Secret,
     cluster: &Secret,
     secret_file: &std::path::Path,
+    routes: Routes,
 ) -> Result<(), String> {
     let n = args.nodes;
     println!("starting {n} sessionmesh nodes on 127.0.0.1 …");
-    let mut handles: Vec<Option<NodeHandle>> = Vec::new();
+    let mut handles: Vec<Option<ServedNode>> = Vec::new();
     let mut seeds = Vec::new();
     for i in 0..n {
         let config = config(args, i, seeds.clone(), cookie, cluster)?;
         let id = config.node_id.clone();
         let started = Instant::now();
-        match start(config).await {
+        match ServedNode::start(config, routes).await {
             Ok(handle) => {
                 println!(
                     "  [{}/{n}] {id} ready on {} ({} ms)",
@@ -162,7 +171,7 @@ async fn serve(
                     started.elapsed().as_millis()
                 );
                 if seeds.is_empty() {
-                    seeds.push(handle.addrs().gossip.to_string());
+                    seeds.push(handle.mesh().gossip_addr().to_string());
                 }
                 handles.push(Some(handle));
             }
@@ -180,7 +189,7 @@ async fn serve(
         let smallest = handles
             .iter()
             .flatten()
-            .map(|h| h.node().view().ring.nodes().len())
+            .map(|h| h.mesh().node().view().ring.nodes().len())
             .min()
             .unwrap_or(0);
         if smallest != shown {
@@ -201,7 +210,7 @@ async fn serve(
     println!();
     println!("sessionmesh local cluster of {n} nodes is up:");
     for h in handles.iter().flatten() {
-        println!("  {:<8} {}", h.node().id(), public_url(h, "/"));
+        println!("  {:<8} {}", h.mesh().node_id(), public_url(h, "/"));
     }
     if let Some(first) = first {
         println!();
@@ -228,7 +237,7 @@ async fn serve(
                 .filter_map(|(i, h)| {
                     h.as_ref().map(|h| {
                         Box::pin(async move {
-                            h.node().leave_requested().await;
+                            h.mesh().leave_requested().await;
                             i
                         })
                     })
@@ -247,7 +256,7 @@ async fn serve(
             Event::Stop => break,
             Event::Leave(i) => {
                 if let Some(handle) = handles.get_mut(i).and_then(Option::take) {
-                    let id = handle.node().id().to_owned();
+                    let id = handle.mesh().node_id().to_owned();
                     println!("{id} was asked to leave: handing off and stopping …");
                     handle.shutdown().await;
                     println!("{id} has left; the others keep running");
@@ -267,9 +276,9 @@ async fn serve(
     Ok(())
 }
 
-async fn stop_all(handles: Vec<Option<NodeHandle>>) {
+async fn stop_all(handles: Vec<Option<ServedNode>>) {
     join_all(handles.into_iter().flatten().map(|handle| async move {
-        let id = handle.node().id().to_owned();
+        let id = handle.mesh().node_id().to_owned();
         handle.shutdown().await;
         println!("  {id} stopped");
     }))

@@ -42,13 +42,14 @@ pub enum Command {
 }
 
 impl Command {
-    pub fn run(self) -> ExitCode {
+    /// Runs the subcommand; `local-cluster` nodes serve `routes`.
+    pub fn run(self, routes: local_cluster::Routes) -> ExitCode {
         match self {
             Command::Healthcheck(args) => healthcheck::run(args),
             Command::Status(args) => status::run(args),
             Command::Whereis(args) => whereis::run(args),
             Command::Leave(args) => leave::run(args),
-            Command::LocalCluster(args) => local_cluster::run(args),
+            Command::LocalCluster(args) => local_cluster::run(args, routes),
         }
     }
 }

@@ -16,13 +16,18 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// `GET /api/cluster`: this node's view of the cluster.
-pub(super) async fn cluster(node: web::Data<Node>) -> HttpResponse {
+async fn cluster(node: super::Shared) -> HttpResponse {
+    HttpResponse::Ok().json(view(&node).await)
+}
+
+/// This node's view of the cluster (`/api/cluster`).
+pub(super) async fn view(node: &Node) -> serde_json::Value {
     let view = node.view();
     let members = node.membership().report().await;
     let copies = node.config().replication_factor.get();
     let counts = crate::metrics::session_counts(&view.ring, node.store(), node.id(), copies);
     let shares = view.ring.shares();
-    HttpResponse::Ok().json(json!({
+    json!({
         "node_id": node.id(),
         "generation": node.generation(),
         "status": node.status(),
@@ -38,16 +43,16 @@ pub(super) async fn cluster(node: web::Data<Node>) -> HttpResponse {
         "replication": node.replication().stats(),
         "handoff": node.replication().progress(),
         "repair": { "hints_pending": node.replication().hints_pending() },
-    }))
+    })
 }
 
 /// `GET /healthz`: 200 while the process runs.
-async fn healthz(node: web::Data<Node>) -> HttpResponse {
+async fn healthz(node: super::Shared) -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok", "node_id": node.id()}))
 }
 
 /// `GET /readyz`: 200 only while this node is `ready` and in its own ring.
-async fn readyz(node: web::Data<Node>) -> HttpResponse {
+async fn readyz(node: super::Shared) -> HttpResponse {
     let status = node.status();
     let in_ring = node.view().ring.contains(node.id());
     let code = if status == Status::Ready && in_ring {

@@ -1,26 +1,29 @@
 //! The JSON session API: by cookie (`/api/session`, for browser JavaScript) and by
-//! id (`/api/sessions`, for back-end services in any language).
+//! id (`/api/sessions`, for back-end services in any language), over [`Mesh`]
+//! operations.
+//!
+//! Preconditions follow RFC 9110 §13.1: `If-Match` takes `*` or a list of
+//! entity tags, compared strongly (a weak tag `W/"3"` never matches); a write
+//! whose session is at another version answers 412 and changes nothing.
+//! `If-None-Match` on a read answers 304 when the session is at a version it
+//! names (weak comparison).
 
 use std::time::Duration;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
 
-use super::{read_body, ApiError, Ctx};
-use crate::node::Node;
-use crate::replication::OwnerError;
-use crate::session::{
-    self, now_millis, parse_object, to_raw, Document, Session, SessionId, WriteError,
-};
+use super::{read_body, ApiError, SERVED_BY};
+use crate::mesh::{Document, Error, IfMatch, Mesh, ENTRY_NODE};
+use crate::session::{self, parse_object, rfc3339, to_raw, SessionId};
 
 /// Longest accepted `ttl_seconds`: 30 days.
 const MAX_TTL_SECONDS: u64 = 30 * 24 * 3600;
 
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+pub(crate) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         super::resource("/api/session", "GET, HEAD, PUT, PATCH, DELETE")
             .route(super::get_or_head().to(cookie_get))
@@ -47,63 +50,153 @@ enum Edit {
     Merge,
 }
 
-impl Edit {
-    /// The new data from the current data and a validated body.
-    fn apply(
-        self,
-        current: &RawValue,
-        body: &serde_json::Map<String, serde_json::Value>,
-    ) -> Box<RawValue> {
-        match self {
-            Edit::Replace => to_raw(body),
-            Edit::Merge => {
-                let mut doc: serde_json::Value = serde_json::from_str(current.get())
-                    .unwrap_or_else(|_| serde_json::Value::Object(Default::default()));
-                json_patch::merge(&mut doc, &serde_json::Value::Object(body.clone()));
-                match doc {
-                    serde_json::Value::Object(map) => to_raw(&map),
-                    _ => session::empty_object(),
-                }
-            }
+/// The session document of this API.
+#[derive(Serialize)]
+struct Body<'a> {
+    id: &'a str,
+    data: &'a RawValue,
+    version: u64,
+    created_at: String,
+    expires_at: String,
+    owner: &'a str,
+    replicas: Vec<&'a str>,
+}
+
+impl<'a> Body<'a> {
+    fn new(doc: &'a Document, replicas: Vec<&'a str>) -> Body<'a> {
+        Body {
+            id: doc.id.as_str(),
+            data: doc.data(),
+            version: doc.version,
+            created_at: rfc3339(millis(doc.created_at)),
+            expires_at: rfc3339(millis(doc.expires_at)),
+            owner: doc.served_by(),
+            replicas,
         }
     }
 }
 
-fn document(node: &Node, id: &SessionId, s: &Session, status: StatusCode) -> HttpResponse {
+/// The JSON of the session document for `doc` (the fuzz targets check it
+/// serialises whatever a peer's copy holds).
+pub(crate) fn document_json(doc: &Document, replicas: Vec<&str>) -> serde_json::Result<String> {
+    serde_json::to_string(&Body::new(doc, replicas))
+}
+
+fn millis(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The document's entity tag: its version, quoted.
+fn etag(version: u64) -> String {
+    format!("\"{version}\"")
+}
+
+/// The response carrying `doc`, marked with the node that served it.
+fn document(mesh: &Mesh, doc: &Document, status: StatusCode) -> HttpResponse {
+    let node = mesh.node();
     let view = node.view();
+    let served_by = doc.served_by();
     let replicas: Vec<&str> = view
         .ring
-        .replicas(id.as_bytes(), node.config().replication_factor.get())
+        .preference_list(doc.id.as_bytes(), node.config().replication_factor.get())
         .map(|n| &**n)
+        .filter(|n| *n != served_by)
         .collect();
-    let doc = Document::new(id, s, node.id(), replicas);
-    HttpResponse::build(status)
-        .insert_header((header::ETAG, format!("\"{}\"", s.version)))
-        .json(doc)
+    let body = Body::new(doc, replicas);
+    let mut response = HttpResponse::build(status);
+    response.insert_header((header::ETAG, etag(doc.version)));
+    mark_served(&mut response, mesh, served_by);
+    response.json(body)
 }
 
-fn no_session() -> ApiError {
-    ApiError::not_found(
-        "no_session",
-        "no such session (unknown, expired or deleted)",
-    )
+/// `x-served-by` names the node that served the session; when it is another
+/// node, `x-entry-node` names this one.
+fn mark_served(response: &mut actix_web::HttpResponseBuilder, mesh: &Mesh, served_by: &str) {
+    response.insert_header((SERVED_BY, served_by.to_owned()));
+    if served_by != mesh.node_id() {
+        response.insert_header((ENTRY_NODE, mesh.node_id().to_owned()));
+    }
 }
 
-/// `If-Match: "<version>"` (a bare number is accepted too; `*` means any).
-fn if_match(req: &HttpRequest) -> Result<Option<u64>, ApiError> {
-    let Some(value) = req.headers().get(header::IF_MATCH) else {
-        return Ok(None);
-    };
-    let value = value.to_str().unwrap_or_default().trim();
+/// An entity tag of a precondition header.
+enum Tag {
+    /// `"<version>"`: one of ours.
+    Version(u64),
+    /// `W/"..."`, or a strong tag that is not a version: never matches strongly.
+    Other { weak_version: Option<u64> },
+}
+
+/// Parses a precondition header: `None` for `*`, else its entity tags.
+fn tags(value: &str) -> Result<Option<Vec<Tag>>, ()> {
+    let value = value.trim();
     if value == "*" {
         return Ok(None);
     }
-    value.trim_matches('"').parse().map(Some).map_err(|_| {
+    let mut tags = Vec::new();
+    for tag in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let (weak, quoted) = match tag.strip_prefix("W/") {
+            Some(rest) => (true, rest),
+            None => (false, tag),
+        };
+        let opaque = quoted
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .filter(|t| !t.contains('"'))
+            .ok_or(())?;
+        let version = opaque.parse::<u64>().ok();
+        tags.push(match (weak, version) {
+            (false, Some(v)) => Tag::Version(v),
+            (true, v) => Tag::Other { weak_version: v },
+            (false, None) => Tag::Other { weak_version: None },
+        });
+    }
+    match tags.is_empty() {
+        true => Err(()),
+        false => Ok(Some(tags)),
+    }
+}
+
+/// `If-Match`: `*`, or a list of strong entity tags (a weak one never matches).
+fn if_match(req: &HttpRequest) -> Result<IfMatch, ApiError> {
+    let Some(value) = req.headers().get(header::IF_MATCH) else {
+        return Ok(IfMatch::any());
+    };
+    let bad = || {
         ApiError::bad_request(
             "bad_if_match",
-            "If-Match must be a quoted version, like \"3\"",
+            "If-Match must be * or a list of quoted versions, like \"3\" or \"1\", \"3\"",
         )
-    })
+    };
+    let text = value.to_str().map_err(|_| bad())?;
+    match tags(text).map_err(|()| bad())? {
+        // Every write needs the session to exist anyway.
+        None => Ok(IfMatch::any()),
+        Some(tags) => Ok(IfMatch::one_of(tags.into_iter().filter_map(|t| match t {
+            Tag::Version(v) => Some(v),
+            Tag::Other { .. } => None,
+        }))),
+    }
+}
+
+/// Whether `If-None-Match` names the session's version (weak comparison);
+/// an unreadable header is ignored, as the RFC allows.
+fn none_match(req: &HttpRequest, version: u64) -> bool {
+    let Some(text) = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    match tags(text) {
+        Ok(None) => true,
+        Ok(Some(tags)) => tags.iter().any(|t| match t {
+            Tag::Version(v) => *v == version,
+            Tag::Other { weak_version } => *weak_version == Some(version),
+        }),
+        Err(()) => false,
+    }
 }
 
 fn body_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
@@ -124,12 +217,12 @@ fn path_id(req: &HttpRequest) -> Result<SessionId, ApiError> {
     req.match_info()
         .get("id")
         .and_then(SessionId::parse)
-        .ok_or_else(no_session)
+        .ok_or_else(|| Error::NotFound.into())
 }
 
 /// Checks `Authorization: Bearer <api_token>` when an api token is configured.
-fn check_token(node: &Node, req: &HttpRequest) -> Result<(), ApiError> {
-    let Some(token) = node.config().api_token.as_ref() else {
+fn check_token(mesh: &Mesh, req: &HttpRequest) -> Result<(), ApiError> {
+    let Some(token) = mesh.node().config().api_token.as_ref() else {
         return Ok(());
     };
     let given = req
@@ -149,78 +242,70 @@ fn check_token(node: &Node, req: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
-/// Creates and replicates a session under `id`; answers its document.
-async fn new_session(
-    node: &Node,
-    id: SessionId,
-    data: Box<RawValue>,
-    ttl: Duration,
-) -> Result<HttpResponse, ApiError> {
-    let session = Session::new(data, ttl, now_millis());
-    node.replication().create(id, session.clone()).await?;
-    Ok(document(node, &id, &session, StatusCode::CREATED))
+/// 200 with the document, or 304 when `If-None-Match` names its version.
+fn read_answer(mesh: &Mesh, req: &HttpRequest, doc: &Document) -> HttpResponse {
+    if none_match(req, doc.version) {
+        let mut response = HttpResponse::NotModified();
+        response.insert_header((header::ETAG, etag(doc.version)));
+        mark_served(&mut response, mesh, doc.served_by());
+        return response.finish();
+    }
+    document(mesh, doc, StatusCode::OK)
 }
 
-/// Reads a session here (with read-through): 200 document or 404.
-async fn read_document(node: &Node, id: &SessionId) -> Result<HttpResponse, ApiError> {
-    node.replication()
-        .read(id, |s| document(node, id, s, StatusCode::OK))
-        .await
-        .ok_or_else(no_session)
-}
-
-/// Applies `edit` with `object` to a session here; 200 document.
-async fn edit_document(
-    node: &Node,
+/// Applies `edit` with `object` to session `id`.
+async fn edit(
+    mesh: &Mesh,
     id: &SessionId,
-    if_match: Option<u64>,
     edit: Edit,
     object: &serde_json::Map<String, serde_json::Value>,
-) -> Result<HttpResponse, OwnerError> {
-    node.replication()
-        .write(
-            id,
-            if_match,
-            |cur| edit.apply(cur, object),
-            |s| document(node, id, s, StatusCode::OK),
-        )
-        .await
+    if_match: IfMatch,
+) -> Result<Document, Error> {
+    match edit {
+        Edit::Replace => mesh.replace(id, object, if_match).await,
+        Edit::Merge => mesh.merge_patch(id, object, if_match).await,
+    }
 }
 
 // ---- by cookie ----
 
-async fn cookie_get(ctx: Ctx) -> Result<HttpResponse, ApiError> {
-    let node = ctx.node.clone();
-    let id = ctx.cookie_session().ok_or_else(no_session)?;
-    ctx.on_owner(&id, Bytes::new(), read_document(&node, &id))
-        .await
+async fn cookie_get(mesh: Mesh, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let id = mesh
+        .node()
+        .cookies()
+        .from_request(&req)
+        .ok_or(Error::NotFound)?;
+    let doc = mesh.get(&id).await?;
+    Ok(read_answer(&mesh, &req, &doc))
 }
 
-async fn cookie_put(ctx: Ctx, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    cookie_write(ctx, payload, Edit::Replace).await
-}
-
-async fn cookie_patch(ctx: Ctx, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    cookie_write(ctx, payload, Edit::Merge).await
-}
-
-/// Starts a session for a visitor from a body; 201 with the cookie.
-async fn start_session(
-    node: &Node,
-    id: SessionId,
-    edit: Edit,
-    body: &[u8],
+async fn cookie_put(
+    mesh: Mesh,
+    req: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let object = body_object(body)?;
-    let mut response = new_session(
-        node,
-        id,
-        edit.apply(&session::empty_object(), &object),
-        node.config().session_ttl,
-    )
-    .await?;
+    cookie_write(mesh, req, payload, Edit::Replace).await
+}
+
+async fn cookie_patch(
+    mesh: Mesh,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    cookie_write(mesh, req, payload, Edit::Merge).await
+}
+
+/// Starts a session for a visitor; 201 with the cookie.
+async fn start_session(
+    mesh: &Mesh,
+    object: &serde_json::Map<String, serde_json::Value>,
+) -> Result<HttpResponse, ApiError> {
+    // A merge patch onto nothing: null fields are dropped, as RFC 7386 says.
+    let data = crate::mesh::merge_patch(&session::empty_object(), object);
+    let doc = mesh.create(&*data, None).await?;
+    let mut response = document(mesh, &doc, StatusCode::CREATED);
     response
-        .add_cookie(&node.cookies().cookie(&id))
+        .add_cookie(&mesh.node().cookies().cookie(&doc.id))
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cookie", e.to_string()))?;
     Ok(response)
 }
@@ -228,48 +313,36 @@ async fn start_session(
 /// PUT/PATCH by cookie: edits the visitor's session, or starts one (201 and a
 /// cookie) when there is none.
 async fn cookie_write(
-    ctx: Ctx,
+    mesh: Mesh,
+    req: HttpRequest,
     payload: web::Payload,
-    edit: Edit,
+    how: Edit,
 ) -> Result<HttpResponse, ApiError> {
-    let node = ctx.node.clone();
-    let body = read_body(&ctx.req, payload, node.config().max_session_bytes).await?;
-    let if_match = if_match(&ctx.req)?;
-    match ctx.cookie_session() {
-        Some(id) => {
-            let local = async {
-                let object = body_object(&body)?;
-                match edit_document(&node, &id, if_match, edit, &object).await {
-                    Err(OwnerError::Write(WriteError::NotFound)) if if_match.is_none() => {
-                        let fresh = node.mint_owned_id().unwrap_or_else(SessionId::random);
-                        start_session(&node, fresh, edit, &body).await
-                    }
-                    other => Ok(other?),
-                }
-            };
-            ctx.on_owner(&id, body.clone(), local).await
-        }
-        None => {
-            if if_match.is_some() {
-                return Err(no_session());
-            }
-            ctx.create(body.clone(), |id| start_session(&node, id, edit, &body))
-                .await
-        }
+    let body = read_body(&req, payload, mesh.node().config().max_session_bytes).await?;
+    let conditional = req.headers().contains_key(header::IF_MATCH);
+    let if_match = if_match(&req)?;
+    let object = body_object(&body)?;
+    match mesh.node().cookies().from_request(&req) {
+        Some(id) => match edit(&mesh, &id, how, &object, if_match).await {
+            Ok(doc) => Ok(document(&mesh, &doc, StatusCode::OK)),
+            Err(Error::NotFound) if !conditional => start_session(&mesh, &object).await,
+            Err(e) => Err(e.into()),
+        },
+        None if conditional => Err(Error::NotFound.into()),
+        None => start_session(&mesh, &object).await,
     }
 }
 
-async fn cookie_delete(ctx: Ctx) -> Result<HttpResponse, ApiError> {
-    let node = ctx.node.clone();
-    let id = ctx.cookie_session().ok_or_else(no_session)?;
-    let if_match = if_match(&ctx.req)?;
-    let local = async {
-        node.replication().delete(&id, if_match).await?;
-        Ok(HttpResponse::NoContent()
-            .cookie(node.cookies().removal())
-            .finish())
-    };
-    ctx.on_owner(&id, Bytes::new(), local).await
+async fn cookie_delete(mesh: Mesh, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let id = mesh
+        .node()
+        .cookies()
+        .from_request(&req)
+        .ok_or(Error::NotFound)?;
+    mesh.delete(&id, if_match(&req)?).await?;
+    Ok(HttpResponse::NoContent()
+        .cookie(mesh.node().cookies().removal())
+        .finish())
 }
 
 // ---- by id ----
@@ -280,19 +353,22 @@ struct CreateQuery {
 }
 
 /// `POST /api/sessions[?ttl_seconds=N]` with the data object as body (empty = `{}`).
-async fn create(ctx: Ctx, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    let node = ctx.node.clone();
-    check_token(&node, &ctx.req)?;
-    let body = read_body(&ctx.req, payload, node.config().max_session_bytes).await?;
-    let query: CreateQuery = serde_urlencoded::from_str(ctx.req.query_string()).map_err(|e| {
+async fn create(
+    mesh: Mesh,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    check_token(&mesh, &req)?;
+    let body = read_body(&req, payload, mesh.node().config().max_session_bytes).await?;
+    let query: CreateQuery = serde_urlencoded::from_str(req.query_string()).map_err(|e| {
         ApiError::bad_request(
             "bad_query",
             format!("ttl_seconds must be a whole number of seconds: {e}"),
         )
     })?;
     let ttl = match query.ttl_seconds {
-        None => node.config().session_ttl,
-        Some(s) if (1..=MAX_TTL_SECONDS).contains(&s) => Duration::from_secs(s),
+        None => None,
+        Some(s) if (1..=MAX_TTL_SECONDS).contains(&s) => Some(Duration::from_secs(s)),
         Some(_) => {
             return Err(ApiError::bad_request(
                 "bad_ttl",
@@ -305,79 +381,87 @@ async fn create(ctx: Ctx, payload: web::Payload) -> Result<HttpResponse, ApiErro
     } else {
         body_object(&body)?
     };
-    ctx.create(body, |id| async move {
-        let mut response = new_session(&node, id, to_raw(&object), ttl).await?;
-        response.headers_mut().insert(
-            header::LOCATION,
-            header::HeaderValue::from_str(&format!("/api/sessions/{id}")).map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "location", e.to_string())
-            })?,
-        );
-        Ok(response)
-    })
-    .await
+    let doc = mesh.create(&*to_raw(&object), ttl).await?;
+    let mut response = document(&mesh, &doc, StatusCode::CREATED);
+    response.headers_mut().insert(
+        header::LOCATION,
+        header::HeaderValue::from_str(&format!("/api/sessions/{}", doc.id)).map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "location", e.to_string())
+        })?,
+    );
+    Ok(response)
 }
 
-async fn id_get(ctx: Ctx) -> Result<HttpResponse, ApiError> {
-    let node = ctx.node.clone();
-    check_token(&node, &ctx.req)?;
-    let id = path_id(&ctx.req)?;
-    ctx.on_owner(&id, Bytes::new(), read_document(&node, &id))
-        .await
+async fn id_get(mesh: Mesh, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    check_token(&mesh, &req)?;
+    let id = path_id(&req)?;
+    let doc = mesh.get(&id).await?;
+    Ok(read_answer(&mesh, &req, &doc))
 }
 
-async fn id_put(ctx: Ctx, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    id_write(ctx, payload, Edit::Replace).await
+async fn id_put(
+    mesh: Mesh,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    id_write(mesh, req, payload, Edit::Replace).await
 }
 
-async fn id_patch(ctx: Ctx, payload: web::Payload) -> Result<HttpResponse, ApiError> {
-    id_write(ctx, payload, Edit::Merge).await
+async fn id_patch(
+    mesh: Mesh,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    id_write(mesh, req, payload, Edit::Merge).await
 }
 
 /// PUT/PATCH by id: edits an existing session (ids are minted by the cluster,
 /// never chosen by clients, so a write never creates one).
-async fn id_write(ctx: Ctx, payload: web::Payload, edit: Edit) -> Result<HttpResponse, ApiError> {
-    let node = ctx.node.clone();
-    check_token(&node, &ctx.req)?;
-    let id = path_id(&ctx.req)?;
-    let body = read_body(&ctx.req, payload, node.config().max_session_bytes).await?;
-    let if_match = if_match(&ctx.req)?;
-    let local = async {
-        let object = body_object(&body)?;
-        Ok(edit_document(&node, &id, if_match, edit, &object).await?)
-    };
-    ctx.on_owner(&id, body.clone(), local).await
+async fn id_write(
+    mesh: Mesh,
+    req: HttpRequest,
+    payload: web::Payload,
+    how: Edit,
+) -> Result<HttpResponse, ApiError> {
+    check_token(&mesh, &req)?;
+    let id = path_id(&req)?;
+    let body = read_body(&req, payload, mesh.node().config().max_session_bytes).await?;
+    let if_match = if_match(&req)?;
+    let object = body_object(&body)?;
+    let doc = edit(&mesh, &id, how, &object, if_match).await?;
+    Ok(document(&mesh, &doc, StatusCode::OK))
 }
 
-async fn id_delete(ctx: Ctx) -> Result<HttpResponse, ApiError> {
-    let node = ctx.node.clone();
-    check_token(&node, &ctx.req)?;
-    let id = path_id(&ctx.req)?;
-    let if_match = if_match(&ctx.req)?;
-    let local = async {
-        node.replication().delete(&id, if_match).await?;
-        Ok(HttpResponse::NoContent().finish())
-    };
-    ctx.on_owner(&id, Bytes::new(), local).await
+async fn id_delete(mesh: Mesh, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    check_token(&mesh, &req)?;
+    let id = path_id(&req)?;
+    mesh.delete(&id, if_match(&req)?).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn merge_follows_rfc_7386() {
-        let current = RawValue::from_string(r#"{"a":1,"b":{"c":2,"d":3}}"#.into()).unwrap();
-        let patch = parse_object(br#"{"a":null,"b":{"c":5},"e":[1]}"#).unwrap();
-        let merged = Edit::Merge.apply(&current, &patch);
-        let merged: serde_json::Value = serde_json::from_str(merged.get()).unwrap();
-        assert_eq!(merged, serde_json::json!({"b": {"c": 5, "d": 3}, "e": [1]}));
+    fn matches(header: &str, version: u64) -> Result<bool, ()> {
+        Ok(match tags(header)? {
+            None => true,
+            Some(tags) => tags
+                .iter()
+                .any(|t| matches!(t, Tag::Version(v) if *v == version)),
+        })
     }
 
     #[test]
-    fn replace_takes_the_body() {
-        let current = RawValue::from_string(r#"{"a":1}"#.into()).unwrap();
-        let body = parse_object(br#"{"z":true}"#).unwrap();
-        assert_eq!(Edit::Replace.apply(&current, &body).get(), r#"{"z":true}"#);
+    fn if_match_follows_rfc_9110() {
+        assert_eq!(matches("\"3\"", 3), Ok(true));
+        assert_eq!(matches("\"1\", \"3\"", 3), Ok(true));
+        assert_eq!(matches("\"1\",\"2\"", 3), Ok(false));
+        assert_eq!(matches("*", 9), Ok(true));
+        assert_eq!(matches("W/\"3\"", 3), Ok(false), "a weak tag never matches");
+        assert_eq!(matches("\"abc\"", 3), Ok(false), "not one of ours");
+        for bad in ["3", "yesterday", "\"3", "", " , ", "\"a\"b\""] {
+            assert!(tags(bad).is_err(), "{bad:?}");
+        }
     }
 }

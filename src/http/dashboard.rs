@@ -61,13 +61,8 @@ async fn page() -> HttpResponse {
 }
 
 /// This node's part of the overview: its `/api/cluster` document and counters.
-async fn snapshot(node: &web::Data<Node>) -> Value {
-    let response = admin::cluster(node.clone()).await;
-    let cluster = match actix_web::body::to_bytes(response.into_body()).await {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        Err(_) => Value::Null,
-    };
-    json!({ "cluster": cluster, "stats": node.metrics().stats() })
+async fn snapshot(node: &Node) -> Value {
+    json!({ "cluster": admin::view(node).await, "stats": node.metrics().stats() })
 }
 
 /// `GET /internal/dashboard` (signed peers only).
@@ -142,7 +137,7 @@ fn error_text(error: &reqwest::Error) -> String {
 
 /// `GET /api/cluster/overview`: this node's gossip view of the members (live or
 /// not) and, for every live member, its own view and counters.
-async fn overview(node: web::Data<Node>) -> HttpResponse {
+async fn overview(node: super::Shared) -> HttpResponse {
     let cached = CACHE.with(|cache| {
         cache.borrow().as_ref().and_then(|(generation, at, body)| {
             (*generation == node.generation() && at.elapsed() < CACHE_FOR).then(|| body.clone())
@@ -164,7 +159,7 @@ async fn overview(node: web::Data<Node>) -> HttpResponse {
         .body(body)
 }
 
-async fn gather(node: &web::Data<Node>) -> Value {
+async fn gather(node: &Node) -> Value {
     let members = node.membership().report().await;
     let own = async {
         let started = Instant::now();

@@ -1,7 +1,7 @@
 //! The internal listener's gate: every request must carry a valid signature made
-//! with the cluster secret (see [`crate::auth`]); a signed request with an
-//! `x-entry-node` header is a forwarded public request, served here without a
-//! further hop.
+//! with the cluster secret (see [`crate::auth`]); requests under `/fwd` are
+//! public requests a peer forwarded (versions before operation frames do),
+//! served here without a further hop.
 
 use std::sync::Arc;
 
@@ -19,17 +19,16 @@ use crate::auth::{self, Signer};
 use crate::link::LINK_PATH;
 use crate::membership::{prove, Proof, ADMISSION_PATH};
 use crate::node::Node;
-use crate::peer_client::ENTRY_NODE;
 use crate::replication::client::{REPLICATE_PATH, SESSIONS_PATH};
 use crate::session::SessionId;
 
-/// Marks a request that a peer forwarded here: it is served locally.
-#[derive(Clone, Debug)]
-pub struct Forwarded {
-    pub entry_node: String,
-    /// The session id the entry node read from a validly signed cookie, when it
-    /// sent one (covered by the request's signature).
-    pub session: Option<SessionId>,
+/// Middleware of the `/fwd` scope: the forwarded request's session operations
+/// are served by this node (see [`crate::mesh::from_peer`]).
+pub(super) async fn served_here(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    crate::mesh::from_peer(next.call(req)).await
 }
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
@@ -146,20 +145,11 @@ pub(super) async fn authenticate(
         session.and_then(|session| {
             signer
                 .verify_with_session(header, req.method().as_str(), path, &body, session)
-                .map(|_signer_node| {
-                    let entry = headers.get(ENTRY_NODE).and_then(|v| v.to_str().ok());
-                    entry.map(|entry| Forwarded {
-                        entry_node: entry.to_owned(),
-                        session: session.and_then(SessionId::parse),
-                    })
-                })
+                .map(|_signer_node| ())
         })
     };
     match verified {
-        Ok(forwarded) => {
-            if let Some(forwarded) = forwarded {
-                req.extensions_mut().insert(forwarded);
-            }
+        Ok(()) => {
             req.set_payload(if is_link {
                 payload
             } else {

@@ -8,7 +8,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse, ResponseError};
 
 use super::ApiError;
-use crate::metrics::{ForwardOutcome, Listener, CONTENT_TYPE};
+use crate::metrics::{Listener, CONTENT_TYPE};
 use crate::node::Node;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
@@ -17,7 +17,7 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
 
 /// `GET /metrics`: every family in OpenMetrics text; the gauges (sessions,
 /// members, ring size) are computed now.
-async fn metrics(node: web::Data<Node>) -> HttpResponse {
+async fn metrics(node: super::Shared) -> HttpResponse {
     let members = node.membership().report().await;
     let copies = node.config().replication_factor.get();
     node.metrics().refresh(
@@ -44,7 +44,7 @@ async fn metrics(node: web::Data<Node>) -> HttpResponse {
 /// Middleware: counts every answered request under its matched route pattern
 /// (`/api/sessions/{id}`, never the raw path) and status.
 pub(super) async fn count(
-    node: web::Data<Node>,
+    node: std::sync::Arc<Node>,
     listener: Listener,
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -67,15 +67,4 @@ pub(super) async fn count(
     node.metrics()
         .observe_request(listener, method.as_str(), route, status, started.elapsed());
     result
-}
-
-/// Counts one forward (or a forward that could not even start, `result` being
-/// the error that says why) started at `started`.
-pub(super) fn observe_forward<T>(node: &Node, started: Instant, result: &Result<T, ApiError>) {
-    let outcome = match result {
-        Ok(_) => ForwardOutcome::Ok,
-        Err(e) if e.code() == "owner_unavailable" => ForwardOutcome::Unavailable,
-        Err(_) => ForwardOutcome::Failed,
-    };
-    node.metrics().observe_forward(outcome, started.elapsed());
 }

@@ -1,10 +1,11 @@
-//! The HTTP side: public routes (pages, session API, cluster and health), the
-//! internal listener, and the pieces they share (errors, body limits, routing to
-//! the owner).
+//! The HTTP adapters: the JSON session API, the operator routes (cluster,
+//! health, metrics, dashboard), the internal listener peers talk to, and what
+//! they share (JSON errors, body and header limits, request counting).
 //!
-//! The same session routes serve both listeners: on the public one they forward to
-//! the session's owner when this node does not own it; on the internal one (under
-//! [`FORWARD_PREFIX`], behind the cluster-secret check) they always serve locally.
+//! Session routes answer through [`Mesh`] operations: wherever the session
+//! lives, the handler runs once, on the node the request entered. Peers of
+//! versions before operation frames forward whole requests to the internal
+//! listener under [`FORWARD_PREFIX`]; those are served there without a hop.
 
 mod admin;
 mod api;
@@ -12,29 +13,66 @@ mod dashboard;
 mod internal;
 mod metrics;
 mod operator;
-mod pages;
+pub(crate) mod server;
 
 use std::sync::Arc;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::DefaultHeaders;
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde_json::json;
 
+use crate::mesh::{Error, Mesh, FORWARD_PREFIX};
 use crate::node::Node;
-use crate::peer_client::{PeerClient, FORWARD_PREFIX};
-use crate::replication::OwnerError;
-use crate::ring::NodeId;
-use crate::routing::{self, Route};
-use crate::session::{SessionId, WriteError};
 
-pub use internal::Forwarded;
-pub use operator::LEAVE_PATH;
+pub(crate) use api::{document_json, routes as session_api};
+pub(crate) use operator::LEAVE_PATH;
+
+/// The routes sessionmesh serves beside an application: cluster view, health,
+/// readiness, metrics, dashboard, placement and the signed leave request.
+pub(crate) fn operator_routes(cfg: &mut web::ServiceConfig) {
+    cfg.configure(admin::routes)
+        .configure(dashboard::routes)
+        .configure(metrics::routes)
+        .configure(operator::routes);
+}
 
 /// Header naming the node that served a response.
 pub const SERVED_BY: &str = "x-served-by";
+
+/// The node behind a handler: the [`Mesh`] in the application's app data, or
+/// the node itself on the internal listener.
+#[derive(Clone)]
+pub(crate) struct Shared(Arc<Node>);
+
+impl std::ops::Deref for Shared {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.0
+    }
+}
+
+impl actix_web::FromRequest for Shared {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Shared, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let node = req
+            .app_data::<Mesh>()
+            .map(|mesh| mesh.node().clone())
+            .or_else(|| {
+                req.app_data::<web::Data<Node>>()
+                    .map(|d| d.clone().into_inner())
+            });
+        std::future::ready(node.map(Shared).ok_or_else(|| {
+            actix_web::error::ErrorInternalServerError(
+                "no sessionmesh::Mesh in the app data: add .app_data(mesh.clone()) to the App",
+            )
+        }))
+    }
+}
 
 /// An error answer: `{"error": code, "message": text}` with a fitting status.
 #[derive(Debug)]
@@ -83,29 +121,6 @@ impl ApiError {
     pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, code, message)
     }
-
-    pub fn owner_unavailable(owner: &str) -> ApiError {
-        ApiError {
-            retry_after: Some(1),
-            ..ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "owner_unavailable",
-                format!("the node that owns this session ({owner}) cannot be reached"),
-            )
-        }
-    }
-
-    pub fn owner_failed(owner: &str, error: &dyn std::fmt::Display) -> ApiError {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "owner_failed",
-            format!("forwarding to the owner ({owner}) failed: {error}"),
-        )
-    }
-
-    pub fn code(&self) -> &'static str {
-        self.code
-    }
 }
 
 impl std::fmt::Display for ApiError {
@@ -132,189 +147,31 @@ impl ResponseError for ApiError {
     }
 }
 
-/// Everything a session handler needs.
-pub(crate) struct Ctx {
-    pub req: HttpRequest,
-    pub node: web::Data<Node>,
-    pub peers: web::Data<PeerClient>,
-    /// The session id read from a validly signed cookie by [`Ctx::cookie_session`],
-    /// passed on (signed) to the owner when the request is forwarded.
-    verified: std::cell::Cell<Option<SessionId>>,
-}
-
-impl Ctx {
-    /// Whether this request came from a peer (and so must be served here).
-    pub fn forwarded(&self) -> bool {
-        self.req.extensions().contains::<Forwarded>()
-    }
-
-    /// The session named by the request's cookie, if its signature is valid.
-    ///
-    /// On a forwarded request, the session id that the entry node verified
-    /// (carried in a header covered by the internal signature) is taken as is:
-    /// the cookie's HMAC is checked once per request, not on every hop. On the
-    /// public listener that header is never read.
-    pub fn cookie_session(&self) -> Option<SessionId> {
-        let passed = self
-            .req
-            .extensions()
-            .get::<Forwarded>()
-            .and_then(|f| f.session);
-        let id = passed.or_else(|| self.node.cookies().from_request(&self.req));
-        self.verified.set(id);
-        id
-    }
-
-    /// Serves `local` here when this node should serve `id`, else forwards the
-    /// request (with `body`) to the owner and relays its answer (see
-    /// [`Ctx::on_holder`]).
-    pub async fn on_owner(
-        &self,
-        id: &SessionId,
-        body: Bytes,
-        local: impl std::future::Future<Output = Result<HttpResponse, ApiError>>,
-    ) -> Result<HttpResponse, ApiError> {
-        let session = self.verified.get();
-        self.on_holder(id, local, |holder, addr| {
-            let body = body.clone();
-            async move {
-                self.peers
-                    .forward(&holder, &addr, &self.req, body, session.as_ref())
-                    .await
-            }
-        })
-        .await
-    }
-
-    /// Serves `local` here when this node should serve `id`, else asks the
-    /// owner with `remote(owner, its internal address)`. When the owner cannot
-    /// be reached, the next holder of the session is tried (a replica takes
-    /// over at once, without waiting for the failure detector); when that is
-    /// this node, it serves locally. A request that came from a peer is served
-    /// here.
-    pub async fn on_holder<R, Fut>(
-        &self,
-        id: &SessionId,
-        local: impl std::future::Future<Output = Result<HttpResponse, ApiError>>,
-        mut remote: R,
-    ) -> Result<HttpResponse, ApiError>
-    where
-        R: FnMut(NodeId, String) -> Fut,
-        Fut: std::future::Future<Output = Result<HttpResponse, ApiError>>,
-    {
-        if self.forwarded() {
-            return local.await;
-        }
-        // Held across the forwards below: a snapshot, not a lock.
-        let view = self.node.view();
-        if routing::route(&view.ring, id.as_bytes(), self.node.id(), false) == Route::Local {
-            return local.await;
-        }
-        let copies = self.node.config().replication_factor.get();
-        // A request that never reached the owner can go to the next holder; a
-        // read can go there whatever happened to it.
-        let idempotent = matches!(
-            *self.req.method(),
-            actix_web::http::Method::GET | actix_web::http::Method::HEAD
-        );
-        let mut unreachable = None;
-        for holder in view.ring.preference_list(id.as_bytes(), copies) {
-            if unreachable.is_some() {
-                // The owner (or an earlier holder) is down: a replica takes over.
-                let stats = self.node.replication().stats();
-                stats
-                    .takeovers
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            if **holder == *self.node.id() {
-                return local.await;
-            }
-            let Some(member) = view.member(holder) else {
-                continue;
-            };
-            let started = std::time::Instant::now();
-            let result = remote(holder.clone(), member.internal_addr.clone()).await;
-            metrics::observe_forward(&self.node, started, &result);
-            match result {
-                Err(e)
-                    if e.code() == "owner_unavailable"
-                        || (idempotent && e.code() == "owner_failed") =>
-                {
-                    unreachable = Some(e)
-                }
-                answer => return answer,
-            }
-        }
-        match unreachable {
-            Some(e) => Err(e),
-            None => local.await,
-        }
-    }
-
-    /// Creates a session on this node when it can own one, else forwards the
-    /// request to the owner of a random id, which mints one of its own.
-    pub async fn create<F, Fut>(&self, body: Bytes, local: F) -> Result<HttpResponse, ApiError>
-    where
-        F: FnOnce(SessionId) -> Fut,
-        Fut: std::future::Future<Output = Result<HttpResponse, ApiError>>,
-    {
-        match self.node.mint_owned_id() {
-            Some(id) => local(id).await,
-            None if self.forwarded() || self.node.view().ring.is_empty() => {
-                local(SessionId::random()).await
-            }
-            None => {
-                let any = SessionId::random();
-                self.on_owner(&any, body, local(any)).await
-            }
-        }
-    }
-}
-
-/// The answer to an owner-side failure.
-impl From<OwnerError> for ApiError {
-    fn from(e: OwnerError) -> ApiError {
-        match e {
-            OwnerError::Write(WriteError::NotFound) => ApiError::not_found(
-                "no_session",
-                "no such session (unknown, expired or deleted)",
-            ),
-            OwnerError::Write(WriteError::VersionMismatch { current, expected }) => ApiError::new(
-                StatusCode::PRECONDITION_FAILED,
-                "version_mismatch",
-                format!(
-                    "If-Match names version {expected} but the session is at version {current}"
-                ),
-            ),
-            OwnerError::Full { max } => ApiError::limit(
+/// The answer to a failed session operation.
+impl From<Error> for ApiError {
+    fn from(error: Error) -> ApiError {
+        let message = error.to_string();
+        let retry_after = error
+            .retry_after()
+            .map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32);
+        let (status, limit) = match &error {
+            Error::NotFound => (StatusCode::NOT_FOUND, false),
+            Error::PreconditionFailed { .. } => (StatusCode::PRECONDITION_FAILED, false),
+            Error::Conflict { .. } => (StatusCode::CONFLICT, false),
+            Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, true),
+            Error::InvalidData(_) => (StatusCode::BAD_REQUEST, false),
+            Error::Unavailable { code, .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "node_full",
-                format!("this node holds max_sessions ({max}) sessions; retry later or add nodes"),
-                Some(5),
+                matches!(*code, "overloaded" | "node_full"),
             ),
-            e @ OwnerError::Write(WriteError::TooLarge { .. }) => ApiError::limit(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "session_too_large",
-                e.to_string(),
-                None,
-            ),
-            OwnerError::Write(WriteError::IdTaken) => ApiError::new(
-                StatusCode::CONFLICT,
-                "id_collision",
-                "session id already in use; retry",
-            ),
-            e @ OwnerError::Stale { .. } => ApiError {
-                retry_after: Some(0),
-                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "stale_copy", e.to_string())
-            },
-            e @ OwnerError::Replication { .. } => ApiError {
-                retry_after: Some(1),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "replication_failed",
-                    e.to_string(),
-                )
-            },
+            Error::Failed(_) => (StatusCode::BAD_GATEWAY, false),
+        };
+        ApiError {
+            status,
+            code: error.code(),
+            message,
+            retry_after,
+            limit,
         }
     }
 }
@@ -345,10 +202,13 @@ pub(crate) async fn read_body(
         }
     }
     let timeout = req
-        .app_data::<web::Data<Node>>()
-        .map_or(std::time::Duration::from_secs(10), |n| {
-            n.config().request_timeout
-        });
+        .app_data::<Mesh>()
+        .map(|mesh| mesh.node().config().request_timeout)
+        .or_else(|| {
+            req.app_data::<web::Data<Node>>()
+                .map(|n| n.config().request_timeout)
+        })
+        .unwrap_or(std::time::Duration::from_secs(10));
     let read = async {
         let mut body = BytesMut::new();
         while let Some(chunk) = payload.next().await {
@@ -417,7 +277,7 @@ struct Allow(&'static str);
 
 /// A resource at `path` answering the methods listed in `allow` (its routes
 /// are added by the caller); any other method gets a JSON 405 with `Allow`.
-fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+pub(crate) fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
     web::resource(path)
         .app_data(Allow(allow))
         .default_service(web::to(wrong_method))
@@ -425,7 +285,7 @@ fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
 
 /// A route for `GET` and `HEAD`: a HEAD gets the GET answer's status and
 /// headers without its body (load balancers probe health with HEAD).
-fn get_or_head() -> actix_web::Route {
+pub(crate) fn get_or_head() -> actix_web::Route {
     use actix_web::guard;
     web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
@@ -446,51 +306,10 @@ async fn wrong_method(req: HttpRequest) -> HttpResponse {
     response
 }
 
-/// Routes that name a session: served on the public listener, and forwarded
-/// to the internal one under [`FORWARD_PREFIX`].
-fn session_routes(cfg: &mut web::ServiceConfig) {
-    pages::routes(cfg);
-    api::routes(cfg);
-}
-
-/// The public application (browsers, back-end services, operators).
-pub fn public_app(
-    node: web::Data<Node>,
-    peers: web::Data<PeerClient>,
-) -> actix_web::App<
-    impl actix_web::dev::ServiceFactory<
-        actix_web::dev::ServiceRequest,
-        Config = (),
-        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
-        Error = actix_web::Error,
-        InitError = (),
-    >,
-> {
-    let served_by = DefaultHeaders::new().add((SERVED_BY, node.id().to_owned()));
-    let counted = node.clone();
-    let max_header_bytes = node.config().max_header_bytes;
-    actix_web::App::new()
-        .app_data(node)
-        .app_data(peers)
-        .wrap(actix_web::middleware::from_fn(move |req, next| {
-            limit_headers(max_header_bytes, req, next)
-        }))
-        .wrap(served_by)
-        .wrap(actix_web::middleware::from_fn(move |req, next| {
-            metrics::count(counted.clone(), crate::metrics::Listener::Public, req, next)
-        }))
-        .configure(session_routes)
-        .configure(admin::routes)
-        .configure(dashboard::routes)
-        .configure(metrics::routes)
-        .configure(operator::routes)
-        .default_service(web::to(no_route))
-}
-
 /// The internal application (peers only, every request signed).
-pub fn internal_app(
+pub(crate) fn internal_app(
     node: web::Data<Node>,
-    peers: web::Data<PeerClient>,
+    forwarded_routes: Option<crate::mesh::ForwardedRoutes>,
 ) -> actix_web::App<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
@@ -502,10 +321,21 @@ pub fn internal_app(
 > {
     let served_by = DefaultHeaders::new().add((SERVED_BY, node.id().to_owned()));
     let signer = Arc::new(node.signer().clone());
-    let counted = node.clone();
+    let counted = node.clone().into_inner();
+    // Forwarded public requests: served here, with the application's routes
+    // when it gave them (a `Mesh` in the app data, as on the public listener).
+    let mesh = Mesh::detached(node.clone().into_inner());
+    let forwarded = web::scope(FORWARD_PREFIX)
+        .app_data(mesh)
+        .wrap(actix_web::middleware::from_fn(internal::served_here))
+        .configure(api::routes)
+        .configure(move |cfg| {
+            if let Some(routes) = &forwarded_routes {
+                routes(cfg);
+            }
+        });
     actix_web::App::new()
         .app_data(node)
-        .app_data(peers)
         .wrap(actix_web::middleware::from_fn(move |req, next| {
             internal::authenticate(signer.clone(), req, next)
         }))
@@ -519,29 +349,20 @@ pub fn internal_app(
             )
         }))
         .app_data(web::PayloadConfig::new(internal::MAX_BATCH_BYTES))
-        .service(web::scope(FORWARD_PREFIX).configure(session_routes))
+        .service(forwarded)
         .configure(internal::routes)
         .configure(dashboard::internal_routes)
         .default_service(web::to(no_route))
 }
 
-impl actix_web::FromRequest for Ctx {
-    type Error = actix_web::Error;
-    type Future = std::future::Ready<Result<Ctx, actix_web::Error>>;
+/// Session errors answer as the JSON API does, so that handlers can use `?`
+/// on [`crate::actix::Session`] and [`Mesh`] calls.
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        ApiError::from(self.clone()).status
+    }
 
-    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let node = req.app_data::<web::Data<Node>>().cloned();
-        let peers = req.app_data::<web::Data<PeerClient>>().cloned();
-        std::future::ready(match (node, peers) {
-            (Some(node), Some(peers)) => Ok(Ctx {
-                req: req.clone(),
-                node,
-                peers,
-                verified: std::cell::Cell::new(None),
-            }),
-            _ => Err(actix_web::error::ErrorInternalServerError(
-                "application state missing",
-            )),
-        })
+    fn error_response(&self) -> HttpResponse {
+        ApiError::from(self.clone()).error_response()
     }
 }

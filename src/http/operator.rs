@@ -16,7 +16,6 @@ use serde_json::{json, Value};
 
 use super::ApiError;
 use crate::auth;
-use crate::node::Node;
 use crate::session::SessionId;
 
 /// Path of the leave request.
@@ -33,7 +32,7 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
 /// `GET /api/cluster/whereis/{id}`: the owner and replicas of a session id in
 /// this node's ring. Placement only: it says nothing about whether the session
 /// exists. Accepts a bare id or a cookie value (`<id>.<signature>`).
-async fn whereis(node: web::Data<Node>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+async fn whereis(node: super::Shared, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let raw = req.match_info().get("id").unwrap_or_default();
     let id_text = raw.split_once('.').map_or(raw, |(id, _)| id);
     let id = SessionId::parse(id_text).ok_or_else(|| {
@@ -73,7 +72,7 @@ struct LeaveQuery {
 
 /// `POST /api/admin/leave?node=<id>`: starts this node's graceful leave, as on
 /// SIGTERM; answers 202 before the node stops serving.
-async fn leave(node: web::Data<Node>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+async fn leave(node: super::Shared, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     let path = req
         .uri()
         .path_and_query()

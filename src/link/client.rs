@@ -18,10 +18,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-use super::{Frame, ACK, BATCH_BYTES, FAILED, FOUND, LINK_PATH, MISSING, READ, REPLICATE};
+use super::{Frame, ACK, BATCH_BYTES, FAILED, LINK_PATH, OP, OP_REPLY, REPLICATE};
 use crate::auth::{self, Signer};
 use crate::ring::NodeId;
-use crate::session::SessionId;
 use crate::tls::PeerTransport;
 
 /// How long a peer that does not serve links (an older version) is asked over
@@ -35,14 +34,6 @@ const REUSE: Duration = Duration::from_secs(60);
 /// How long the answer to a link upgrade may take before the peer is taken for
 /// one that does not serve links.
 const UPGRADE_ANSWER: Duration = Duration::from_secs(1);
-
-/// What the holder answered to a read.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Answer {
-    /// The session's data (compact JSON object).
-    Found(Bytes),
-    Missing,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -76,14 +67,18 @@ pub struct Links {
     /// Peers that refused the upgrade (404) or did not answer it, and when to
     /// try again.
     unsupported: Mutex<HashMap<String, Instant>>,
+    /// Stops every link of this set (the node is shutting down).
+    stop: CancellationToken,
 }
 
 impl Links {
+    /// Links from `self_id`, each closed when `stop` is cancelled.
     pub fn new(
         self_id: NodeId,
         signer: Signer,
         timeout: Duration,
         transport: &PeerTransport,
+        stop: CancellationToken,
     ) -> anyhow::Result<Links> {
         let http = transport
             .client_builder()
@@ -102,19 +97,23 @@ impl Links {
             links: Mutex::new(HashMap::new()),
             connecting: Mutex::new(HashMap::new()),
             unsupported: Mutex::new(HashMap::new()),
+            stop,
         })
     }
 
-    /// Reads session `id` from the peer at `internal_addr`, which serves it as a
-    /// forwarded read (its holder's read: looked up on other holders when in
-    /// doubt, expiry pushed forward).
-    pub async fn read(&self, internal_addr: &str, id: &SessionId) -> Result<Answer, LinkError> {
-        let body = Bytes::copy_from_slice(id.as_bytes());
-        // A read can be asked again on a new link if its link closed under it.
-        let reply = self.request(internal_addr, READ, body, true).await?;
+    /// Sends a session operation (JSON of a [`crate::protocol::Request`]) to
+    /// the peer at `internal_addr`; its reply (JSON of a
+    /// [`crate::protocol::Reply`]). A `read` may be sent again on a new link
+    /// when its link closed under it; a write is sent once.
+    pub async fn op(
+        &self,
+        internal_addr: &str,
+        body: Bytes,
+        read: bool,
+    ) -> Result<Bytes, LinkError> {
+        let reply = self.request(internal_addr, OP, body, read).await?;
         match reply.kind {
-            FOUND => Ok(Answer::Found(reply.body)),
-            MISSING => Ok(Answer::Missing),
+            OP_REPLY => Ok(reply.body),
             _ => Err(unexpected(reply)),
         }
     }
@@ -253,7 +252,7 @@ impl Links {
             .max_message_size(Some(super::server::MAX_MESSAGE_BYTES))
             .max_frame_size(Some(super::server::MAX_MESSAGE_BYTES));
         let ws = WebSocketStream::from_raw_socket(io, Role::Client, Some(config)).await;
-        Ok(Link::start(ws))
+        Ok(Link::start(ws, self.stop.child_token()))
     }
 }
 
@@ -279,7 +278,6 @@ enum CallError {
 }
 
 /// Requests waiting for their answer, by request id.
-#[derive(Default)]
 struct Waiting {
     replies: HashMap<u64, oneshot::Sender<Frame>>,
     closed: bool,
@@ -307,13 +305,18 @@ impl Drop for Link {
 }
 
 impl Link {
-    fn start<S>(ws: WebSocketStream<S>) -> Link
+    fn start<S>(ws: WebSocketStream<S>, stop: CancellationToken) -> Link
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let (mut sink, mut stream) = ws.split();
         let (outgoing, mut queue) = mpsc::unbounded_channel::<(u64, u8, Bytes)>();
-        let waiting = Arc::new(Mutex::new(Waiting::default()));
+        let waiting = Arc::new(Mutex::new(Waiting {
+            replies: HashMap::new(),
+            closed: false,
+            last_used: None,
+            stop,
+        }));
         let writer = {
             let waiting = waiting.clone();
             tokio::spawn(async move {

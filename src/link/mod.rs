@@ -1,5 +1,5 @@
 //! Peer links: long-lived, multiplexed connections to peers that carry an entry
-//! node's session reads to the session's holder (one link per worker thread and
+//! node's session operations to the session's holder (one link per thread and
 //! peer) and replication batches to replicas (one per peer, from the main
 //! runtime).
 //!
@@ -15,11 +15,14 @@
 //!   forward instead.
 //! - Wire: each binary WebSocket message holds whole frames,
 //!   `length u32 | request id u64 | kind u8 | body` (big-endian; `length` counts
-//!   what follows it). Requests: [`READ`] (body: a session id) and
-//!   [`REPLICATE`] (body: a replication batch, the JSON of `POST
-//!   /internal/replicate`). Replies carry the request's id: [`FOUND`] (body: the
-//!   session's data, compact JSON), [`MISSING`], [`ACK`] (body: the batch's
-//!   acknowledgement, JSON), or [`FAILED`] (body: `<error code>\n<message>`).
+//!   what follows it). Requests: [`OP`] (body: a session operation, see
+//!   [`crate::protocol`]), [`REPLICATE`] (body: a replication batch, the JSON
+//!   of `POST /internal/replicate`) and [`READ`] (body: a session id; sent by
+//!   versions before [`OP`], still served). Replies carry the request's id:
+//!   [`OP_REPLY`] (body: the operation's outcome), [`ACK`] (body: the batch's
+//!   acknowledgement, JSON), [`FOUND`] (body: the session's data, compact
+//!   JSON), [`MISSING`], or [`FAILED`] (body: `<error code>\n<message>`; a
+//!   version that does not know a request kind answers `unknown_request`).
 //! - Replies come in any order; the writer of each side sends whatever is queued
 //!   in one message.
 
@@ -28,7 +31,7 @@ pub mod server;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-pub use client::{Answer, LinkError, Links};
+pub use client::{LinkError, Links};
 
 /// Route of the link upgrade on the internal listener.
 pub const LINK_PATH: &str = "/internal/link";
@@ -37,6 +40,8 @@ pub const LINK_PATH: &str = "/internal/link";
 pub const READ: u8 = 0x01;
 /// Request: copies and writes to merge (a replication batch, JSON).
 pub const REPLICATE: u8 = 0x02;
+/// Request: a session operation (a [`crate::protocol::Request`], JSON).
+pub const OP: u8 = 0x03;
 /// Reply: the session's data (compact JSON object).
 pub const FOUND: u8 = 0x81;
 /// Reply: no such session (unknown, expired or deleted).
@@ -45,6 +50,8 @@ pub const MISSING: u8 = 0x82;
 pub const FAILED: u8 = 0x83;
 /// Reply: a replication batch merged (its acknowledgement, JSON).
 pub const ACK: u8 = 0x84;
+/// Reply: the outcome of a session operation (a [`crate::protocol::Reply`], JSON).
+pub const OP_REPLY: u8 = 0x85;
 
 /// Bytes of a frame before its body: length, request id, kind.
 const HEADER_BYTES: usize = 4 + 8 + 1;

@@ -8,8 +8,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 
-use super::{Frame, ACK, FAILED, FOUND, MISSING, READ, REPLICATE};
+use super::{Frame, ACK, FAILED, FOUND, MISSING, OP, OP_REPLY, READ, REPLICATE};
+use crate::mesh::{DocumentWire, ErrorWire};
 use crate::node::Node;
+use crate::protocol::{Reply, Request};
 use crate::session::SessionId;
 
 /// Largest WebSocket message either side accepts.
@@ -95,6 +97,26 @@ async fn serve(
 async fn answer(node: web::Data<Node>, frame: Frame) -> Bytes {
     let mut out = BytesMut::new();
     match frame.kind {
+        OP => match serde_json::from_slice::<Request>(&frame.body) {
+            Err(e) => failed(
+                frame.id,
+                "bad_request",
+                &format!("malformed session operation: {e}"),
+                &mut out,
+            ),
+            Ok(request) => {
+                node.metrics().link_ops.inc();
+                let reply = match node.serve(request).await {
+                    Ok(Some(doc)) => Reply::Session(DocumentWire::from(&doc)),
+                    Ok(None) => Reply::Deleted,
+                    Err(error) => Reply::Error(ErrorWire::from(&error)),
+                };
+                match serde_json::to_vec(&reply) {
+                    Ok(body) => Frame::encode(frame.id, OP_REPLY, &body, &mut out),
+                    Err(e) => failed(frame.id, "internal", &e.to_string(), &mut out),
+                }
+            }
+        },
         READ => {
             let id = std::str::from_utf8(&frame.body)
                 .ok()

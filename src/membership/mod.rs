@@ -411,6 +411,19 @@ impl Membership {
             .await
     }
 
+    /// Stops gossip at once, without waiting (a mesh dropped without
+    /// [`Membership::shutdown`]).
+    pub fn stop_now(&self) {
+        self.stop.cancel();
+        for task in [self.task.lock().take(), self.seed_task.lock().take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+        }
+        self.chitchat.abort();
+    }
+
     /// Stops publishing views and shuts gossip down.
     pub async fn shutdown(&self) {
         self.stop.cancel();

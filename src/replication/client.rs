@@ -63,11 +63,13 @@ pub struct InternalClient {
 }
 
 impl InternalClient {
+    /// A client from `self_id`; its links close when `stop` is cancelled.
     pub fn new(
         self_id: NodeId,
         signer: Signer,
         timeout: Duration,
         transport: &PeerTransport,
+        stop: tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<InternalClient> {
         let http = transport
             .client_builder()
@@ -85,6 +87,7 @@ impl InternalClient {
                 signer.clone(),
                 timeout,
                 transport,
+                stop,
             )?),
             transport: transport.clone(),
             signer,

@@ -56,7 +56,8 @@ use tokio_util::sync::CancellationToken;
 use crate::membership::ClusterView;
 use crate::ring::{NodeId, Ring};
 use crate::session::{
-    now_millis, replica_copy, Entry, Known, Merged, Record, Session, SessionId, Store, WriteError,
+    now_millis, replica_copy, Change, Entry, Known, Merged, Record, Session, SessionId, Store,
+    WriteError,
 };
 use client::{InternalClient, PeerError};
 use pause::PauseDetector;
@@ -258,6 +259,19 @@ impl Replication {
         tokio::time::timeout(timeout, done).await.is_ok()
     }
 
+    /// Stops everything at once, without waiting (a mesh dropped without
+    /// [`Replication::shutdown`]).
+    pub fn stop_now(&self) {
+        if let Some(pause) = self.inner.pause.get() {
+            pause.stop();
+        }
+        self.inner.stop.cancel();
+        self.inner.queues.lock().clear();
+        for task in std::mem::take(&mut *self.inner.tasks.lock()) {
+            task.abort();
+        }
+    }
+
     /// Stops the queues, the rebalancer and the pause watch.
     pub async fn shutdown(&self) {
         if let Some(pause) = self.inner.pause.get() {
@@ -308,24 +322,45 @@ impl Replication {
         self.replicate(&id, &entry).await
     }
 
-    /// Edits a session: `update` maps the current data to the new one; `f`
-    /// sees the written session. Acknowledged once replicated.
+    /// Changes a session: `change` sees it and says what to change (or
+    /// refuses); `f` sees the written session. Acknowledged once replicated.
     pub async fn write<T>(
         &self,
         id: &SessionId,
-        if_match: Option<u64>,
-        update: impl Fn(&serde_json::value::RawValue) -> Box<serde_json::value::RawValue>,
+        change: impl Fn(&Session) -> Result<Change, WriteError>,
         f: impl Fn(&Session) -> T,
     ) -> Result<T, OwnerError> {
         let store = &self.inner.store;
-        self.replicated_change(id, || store.write(id, now_millis(), if_match, &update, &f))
+        self.replicated_change(id, || store.write(id, now_millis(), &change, &f))
             .await
     }
 
-    /// Deletes a session (a replicated tombstone).
-    pub async fn delete(&self, id: &SessionId, if_match: Option<u64>) -> Result<(), OwnerError> {
+    /// Stores a session under a given id, replacing whatever is held (see
+    /// [`Store::put`]), and replicates it.
+    pub async fn put(&self, id: SessionId, session: Session) -> Result<Session, OwnerError> {
         let store = &self.inner.store;
-        self.replicated_change(id, || Ok(((), store.delete(id, now_millis(), if_match)?)))
+        if store.len() >= self.inner.config.max_sessions
+            && store.known(&id, now_millis()) != Known::Live
+        {
+            return Err(OwnerError::Full {
+                max: self.inner.config.max_sessions,
+            });
+        }
+        self.replicated_change(&id, || {
+            let (written, entry) = store.put(id, session.clone(), now_millis())?;
+            Ok((written, entry))
+        })
+        .await
+    }
+
+    /// Deletes a session (a replicated tombstone); `check` may refuse.
+    pub async fn delete(
+        &self,
+        id: &SessionId,
+        check: impl Fn(&Session) -> Result<(), WriteError>,
+    ) -> Result<(), OwnerError> {
+        let store = &self.inner.store;
+        self.replicated_change(id, || Ok(((), store.delete(id, now_millis(), &check)?)))
             .await
     }
 

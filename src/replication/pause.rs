@@ -26,7 +26,6 @@ struct Shared {
     base: Instant,
     /// Milliseconds since `base` of the last stamp (after any pause was handled).
     stamped_ms: AtomicU64,
-    pauses: AtomicU64,
     stop: AtomicBool,
     threshold: Duration,
 }
@@ -55,7 +54,6 @@ impl PauseDetector {
         let shared = Arc::new(Shared {
             base: Instant::now(),
             stamped_ms: AtomicU64::new(0),
-            pauses: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             threshold,
         });
@@ -70,7 +68,6 @@ impl PauseDetector {
                         let now = shared.base.elapsed();
                         let gap = now.saturating_sub(last);
                         if gap > threshold + TICK {
-                            shared.pauses.fetch_add(1, Ordering::Relaxed);
                             on_pause(gap);
                         }
                         last = now;
@@ -84,11 +81,6 @@ impl PauseDetector {
             shared,
             thread: parking_lot::Mutex::new(Some(thread)),
         })
-    }
-
-    /// Pauses seen so far.
-    pub fn pauses(&self) -> u64 {
-        self.shared.pauses.load(Ordering::Relaxed)
     }
 
     /// Returns at once unless the watch thread is overdue (the process may just

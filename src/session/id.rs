@@ -13,14 +13,7 @@ pub struct SessionId([u8; LEN]);
 impl SessionId {
     /// A fresh id from 128 bits of the operating system's CSPRNG.
     pub fn random() -> SessionId {
-        let bits: [u8; 16] = rand::random();
-        let mut out = [0u8; LEN];
-        // 16 bytes encode to exactly 22 characters without padding.
-        let written = URL_SAFE_NO_PAD
-            .encode_slice(bits, &mut out)
-            .expect("16 bytes fit in 22 base64 characters");
-        debug_assert_eq!(written, LEN);
-        SessionId(out)
+        SessionId::from_bits(rand::random())
     }
 
     /// Parses an id as a client sent it; `None` for anything that is not a
@@ -42,6 +35,26 @@ impl SessionId {
         Some(SessionId(out))
     }
 
+    /// The id that encodes these 128 bits (as [`SessionId::to_bits`] gives them
+    /// back): for stores whose keys are numbers (tower-sessions' `Id`).
+    pub fn from_bits(bits: [u8; 16]) -> SessionId {
+        let mut out = [0u8; LEN];
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(bits, &mut out)
+            .expect("16 bytes fit in 22 base64 characters");
+        debug_assert_eq!(written, LEN);
+        SessionId(out)
+    }
+
+    /// The 128 bits this id encodes.
+    pub fn to_bits(&self) -> [u8; 16] {
+        let mut bits = [0u8; 16];
+        // Only ever built from a canonical encoding of 16 bytes.
+        let _ = URL_SAFE_NO_PAD.decode_slice(self.0, &mut bits);
+        bits
+    }
+
+    /// The id as text: 22 URL-safe base64 characters.
     pub fn as_str(&self) -> &str {
         // Only ever built from base64 alphabet bytes.
         std::str::from_utf8(&self.0).unwrap_or_default()
@@ -56,6 +69,32 @@ impl SessionId {
         // The characters are uniformly random; fold a few of them.
         let b = &self.0;
         (b[0] as usize) | (b[1] as usize) << 8 | (b[2] as usize) << 16
+    }
+}
+
+impl std::str::FromStr for SessionId {
+    type Err = InvalidSessionId;
+
+    fn from_str(s: &str) -> Result<SessionId, InvalidSessionId> {
+        SessionId::parse(s).ok_or(InvalidSessionId)
+    }
+}
+
+/// Text that is not a well-formed session id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a session id: expected 22 URL-safe base64 characters")]
+pub struct InvalidSessionId;
+
+impl serde::Serialize for SessionId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SessionId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SessionId, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        SessionId::parse(&text).ok_or_else(|| serde::de::Error::custom(InvalidSessionId))
     }
 }
 

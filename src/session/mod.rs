@@ -4,11 +4,10 @@ mod id;
 mod record;
 mod store;
 
-pub use id::SessionId;
+pub use id::{InvalidSessionId, SessionId};
 pub use record::{Entry, Record, Tombstone};
-pub use store::{replica_copy, Known, Merged, Store, WriteError};
+pub use store::{check_version, replica_copy, Change, Known, Merged, Store, WriteError};
 
-use serde::Serialize;
 use serde_json::value::RawValue;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -128,32 +127,6 @@ pub fn json_str_field(json: &str, field: &str) -> Option<String> {
     let found = Find(field).deserialize(&mut de).ok()?;
     de.end().ok()?;
     found
-}
-
-/// The session document of the public API.
-#[derive(Serialize)]
-pub struct Document<'a> {
-    pub id: &'a str,
-    pub data: &'a RawValue,
-    pub version: u64,
-    pub created_at: String,
-    pub expires_at: String,
-    pub owner: &'a str,
-    pub replicas: Vec<&'a str>,
-}
-
-impl<'a> Document<'a> {
-    pub fn new(id: &'a SessionId, s: &'a Session, owner: &'a str, replicas: Vec<&'a str>) -> Self {
-        Document {
-            id: id.as_str(),
-            data: &s.data,
-            version: s.version,
-            created_at: rfc3339(s.created_at),
-            expires_at: rfc3339(s.expires_at),
-            owner,
-            replicas,
-        }
-    }
 }
 
 /// The last millisecond RFC 3339 can write (9999-12-31T23:59:59.999Z).

@@ -54,6 +54,13 @@ impl Entry {
         }
     }
 
+    pub fn updated_at(&self) -> UnixMillis {
+        match self {
+            Entry::Live(s) => s.updated_at,
+            Entry::Tombstone(t) => t.updated_at,
+        }
+    }
+
     fn order_key(&self) -> (u64, UnixMillis, bool, &str) {
         match self {
             Entry::Live(s) => (s.version, s.updated_at, false, s.data.get()),

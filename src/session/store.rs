@@ -26,8 +26,12 @@ const SHARDS: usize = 64;
 pub enum WriteError {
     #[error("no such session")]
     NotFound,
-    #[error("version {current} does not match If-Match {expected}")]
-    VersionMismatch { current: u64, expected: u64 },
+    /// The write named versions it applies to, and the session is at another.
+    #[error("the session is at version {current}, not one the write names")]
+    VersionMismatch { current: u64 },
+    /// Values the writer read have changed since (a transaction's read set).
+    #[error("the session changed since it was read (now version {current})")]
+    Conflict { current: u64 },
     #[error("session id already in use")]
     IdTaken,
     /// The session's data would exceed the store's limit; nothing was changed.
@@ -47,6 +51,34 @@ pub enum Merged {
     /// Its data is larger than this store accepts: not stored (a peer with a
     /// larger `max_session_bytes`, or a hostile one).
     TooLarge,
+}
+
+/// What a write does to a live session (see [`Store::write`]).
+#[derive(Debug, Default)]
+pub struct Change {
+    /// The new data; `None` keeps it.
+    pub data: Option<Box<RawValue>>,
+    /// A new idle timeout in milliseconds; `None` keeps it.
+    pub ttl_ms: Option<u64>,
+}
+
+impl Change {
+    /// New data, same timeout.
+    pub fn data(data: Box<RawValue>) -> Change {
+        Change {
+            data: Some(data),
+            ttl_ms: None,
+        }
+    }
+}
+
+/// Checks that a write may apply to a session at `current` when it names the
+/// versions `allowed` (HTTP's `If-Match`; empty: any version).
+pub fn check_version(allowed: &[u64], current: u64) -> Result<(), WriteError> {
+    match allowed.is_empty() || allowed.contains(&current) {
+        true => Ok(()),
+        false => Err(WriteError::VersionMismatch { current }),
+    }
 }
 
 /// What the store knows of an id.
@@ -225,32 +257,38 @@ impl Store {
         }
     }
 
-    /// Replaces or transforms a live session's data: `update` gets the current data
-    /// and returns the new one. Checks `if_match` and the size limit (a refused
-    /// write changes nothing), bumps the version, slides expiry.
-    /// Returns what `f` makes of the written session, and the entry to replicate.
+    /// Changes a live session: `change` sees it and says what to change (or
+    /// refuses, for example on a precondition); the result is checked against
+    /// the size limit (a refused write changes nothing), the version is bumped
+    /// and the expiry slides. Returns what `f` makes of the written session, and
+    /// the entry to replicate.
     pub fn write<T>(
         &self,
         id: &SessionId,
         now: UnixMillis,
-        if_match: Option<u64>,
-        update: impl FnOnce(&RawValue) -> Box<RawValue>,
+        change: impl FnOnce(&Session) -> Result<Change, WriteError>,
         f: impl FnOnce(&Session) -> T,
     ) -> Result<(T, Entry), WriteError> {
         let mut shard = self.shard(id).lock();
         let Some(session) = shard.trusted_live(id, now) else {
             return Err(WriteError::NotFound);
         };
-        check(if_match, session.version)?;
-        let data = update(&session.data);
-        let size = data.get().len();
-        if size > self.max_data_bytes {
-            return Err(WriteError::TooLarge {
-                size,
-                max: self.max_data_bytes,
-            });
+        let Change { data, ttl_ms } = change(session)?;
+        if let Some(data) = &data {
+            let size = data.get().len();
+            if size > self.max_data_bytes {
+                return Err(WriteError::TooLarge {
+                    size,
+                    max: self.max_data_bytes,
+                });
+            }
         }
-        session.data = data;
+        if let Some(data) = data {
+            session.data = data;
+        }
+        if let Some(ttl_ms) = ttl_ms {
+            session.ttl_ms = ttl_ms;
+        }
         // Saturating: a copy from a peer may carry any number.
         session.version = session.version.saturating_add(1);
         session.updated_at = now.max(session.updated_at);
@@ -259,19 +297,47 @@ impl Store {
         Ok((f(session), Entry::Live(session.clone())))
     }
 
+    /// Stores `session` under `id` whatever is held there: a live session is
+    /// replaced (its version bumped, its creation time kept), a deleted or
+    /// unknown one is started at the version after its tombstone's. For stores
+    /// that name their own keys (tower-sessions); checks the size limit.
+    pub fn put(
+        &self,
+        id: SessionId,
+        mut session: Session,
+        now: UnixMillis,
+    ) -> Result<(Session, Entry), WriteError> {
+        self.check_size(&session.data)?;
+        let mut shard = self.shard(&id).lock();
+        if let Some(held) = shard.entries.get(&id).filter(|e| !e.is_expired(now)) {
+            session.version = held.version().saturating_add(1);
+            if let Entry::Live(live) = held {
+                session.created_at = live.created_at;
+            }
+            session.updated_at = now.max(held.updated_at());
+        }
+        let entry = Entry::Live(session.clone());
+        if shard.entries.insert(id, entry.clone()).is_none() {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+        shard.doubted.remove(&id);
+        Ok((session, entry))
+    }
+
     /// Deletes a live session, leaving a tombstone until any stale copy of it
-    /// has expired. Returns the tombstone to replicate.
+    /// has expired; `check` may refuse (a precondition). Returns the tombstone
+    /// to replicate.
     pub fn delete(
         &self,
         id: &SessionId,
         now: UnixMillis,
-        if_match: Option<u64>,
+        check: impl FnOnce(&Session) -> Result<(), WriteError>,
     ) -> Result<Entry, WriteError> {
         let mut shard = self.shard(id).lock();
         let Some(session) = shard.trusted_live(id, now) else {
             return Err(WriteError::NotFound);
         };
-        check(if_match, session.version)?;
+        check(session)?;
         let tombstone = Entry::Tombstone(Tombstone {
             version: session.version.saturating_add(1),
             updated_at: now.max(session.updated_at),
@@ -488,15 +554,6 @@ impl Store {
     }
 }
 
-fn check(if_match: Option<u64>, current: u64) -> Result<(), WriteError> {
-    match if_match {
-        Some(expected) if expected != current => {
-            Err(WriteError::VersionMismatch { current, expected })
-        }
-        _ => Ok(()),
-    }
-}
-
 /// The copy of `entry` to send to replicas: a live session's expiry is pushed
 /// out by the touch slack, so that a replica never expires a session that its
 /// owner still serves (reads slide the owner's expiry without telling replicas
@@ -521,8 +578,26 @@ mod tests {
         Session::new(empty_object(), Duration::from_millis(ttl_ms), now)
     }
 
-    fn replace(_: &RawValue) -> Box<RawValue> {
-        to_raw(serde_json::json!({"a": 1}).as_object().unwrap())
+    fn replace(_: &Session) -> Result<Change, WriteError> {
+        Ok(Change::data(to_raw(
+            serde_json::json!({"a": 1}).as_object().unwrap(),
+        )))
+    }
+
+    /// `replace`, if the session is at `version`.
+    fn replace_at(version: u64) -> impl FnOnce(&Session) -> Result<Change, WriteError> {
+        move |s| {
+            check_version(&[version], s.version)?;
+            replace(s)
+        }
+    }
+
+    fn at(version: u64) -> impl FnOnce(&Session) -> Result<(), WriteError> {
+        move |s| check_version(&[version], s.version)
+    }
+
+    fn any(_: &Session) -> Result<(), WriteError> {
+        Ok(())
     }
 
     #[test]
@@ -572,18 +647,15 @@ mod tests {
         store.insert_new(id, session(1_000, 0), 0).unwrap();
         assert_eq!(
             store
-                .write(&id, 1, Some(1), replace, |s| s.version)
+                .write(&id, 1, replace_at(1), |s| s.version)
                 .map(|r| r.0),
             Ok(2)
         );
         assert_eq!(
             store
-                .write(&id, 2, Some(1), replace, |s| s.version)
+                .write(&id, 2, replace_at(1), |s| s.version)
                 .map(|r| r.0),
-            Err(WriteError::VersionMismatch {
-                current: 2,
-                expected: 1
-            })
+            Err(WriteError::VersionMismatch { current: 2 })
         );
         assert_eq!(
             store
@@ -595,7 +667,7 @@ mod tests {
         );
         assert_eq!(
             store
-                .write(&SessionId::random(), 2, None, replace, |_| ())
+                .write(&SessionId::random(), 2, replace, |_| ())
                 .map(|r| r.0),
             Err(WriteError::NotFound)
         );
@@ -615,9 +687,9 @@ mod tests {
         store.insert_new(id, sized(r#"{"a":"01"}"#), 0).unwrap();
         // A write whose result grows past the limit (a merge patch adding a
         // field, say) is refused whole: same data, same version.
-        let grow = |_: &RawValue| data(r#"{"a":"01","b":"234"}"#);
+        let grow = |_: &Session| Ok(Change::data(data(r#"{"a":"01","b":"234"}"#)));
         assert_eq!(
-            store.write(&id, 1, None, grow, |_| ()).err(),
+            store.write(&id, 1, grow, |_| ()).err(),
             Some(WriteError::TooLarge { size: 20, max: 16 })
         );
         assert_eq!(
@@ -640,8 +712,8 @@ mod tests {
         ));
         assert_eq!(store.entry(&id, 4).map(|e| e.version()), Some(1));
         // At the limit exactly is fine.
-        let at_limit = |_: &RawValue| data(r#"{"a":"01234567"}"#);
-        assert!(store.write(&id, 5, None, at_limit, |_| ()).is_ok());
+        let at_limit = |_: &Session| Ok(Change::data(data(r#"{"a":"01234567"}"#)));
+        assert!(store.write(&id, 5, at_limit, |_| ()).is_ok());
     }
 
     #[test]
@@ -650,8 +722,8 @@ mod tests {
         let id = SessionId::random();
         store.insert_new(id, session(1_000, 0), 0).unwrap();
         let stale = store.entry(&id, 0).unwrap();
-        assert!(store.delete(&id, 5, Some(7)).is_err());
-        let tombstone = store.delete(&id, 5, Some(1)).unwrap();
+        assert!(store.delete(&id, 5, at(7)).is_err());
+        let tombstone = store.delete(&id, 5, at(1)).unwrap();
         assert_eq!(tombstone.version(), 2);
         assert_eq!(store.known(&id, 6), Known::Deleted);
         assert!(
@@ -660,7 +732,7 @@ mod tests {
         );
         assert!(store.read(&id, 6, |_| ()).is_err());
         assert!(matches!(
-            store.delete(&id, 7, None),
+            store.delete(&id, 7, any),
             Err(WriteError::NotFound)
         ));
     }
@@ -670,7 +742,7 @@ mod tests {
         let store = Store::default();
         let id = SessionId::random();
         store.insert_new(id, session(1_000, 0), 0).unwrap();
-        let (_, v2) = store.write(&id, 10, None, replace, |_| ()).unwrap();
+        let (_, v2) = store.write(&id, 10, replace, |_| ()).unwrap();
         let other = Store::default();
         assert!(other.merge(id, v2.clone(), 10));
         let v1 = Entry::Live(session(1_000, 0));
@@ -734,7 +806,7 @@ mod tests {
             store.merge(id, Entry::Live(session(1_000, 0)), 0);
         }
         assert_eq!((store.len(), held(&store)), (50, 50));
-        store.delete(&ids[1], 5, None).unwrap();
+        store.delete(&ids[1], 5, any).unwrap();
         assert!(store.discard(&ids[2], 1));
         // Reading an expired entry drops it.
         assert!(store.read(&ids[0], 50, |_| ()).is_err());
@@ -762,9 +834,9 @@ mod tests {
             replica_copy(&store.entry(&id, 20).unwrap()).expires_at(),
             u64::MAX
         );
-        let (version, _) = store.write(&id, 30, None, replace, |s| s.version).unwrap();
+        let (version, _) = store.write(&id, 30, replace, |s| s.version).unwrap();
         assert_eq!(version, u64::MAX);
-        let tombstone = store.delete(&id, 40, None).unwrap();
+        let tombstone = store.delete(&id, 40, any).unwrap();
         assert_eq!(tombstone.expires_at(), u64::MAX);
     }
 
@@ -773,7 +845,7 @@ mod tests {
         let store = Store::default();
         let id = SessionId::random();
         store.insert_new(id, session(1_000, 0), 0).unwrap();
-        store.write(&id, 1, None, replace, |_| ()).unwrap();
+        store.write(&id, 1, replace, |_| ()).unwrap();
         assert!(!store.discard(&id, 1));
         assert!(store.discard(&id, 2));
         assert!(store.is_empty());
@@ -789,10 +861,10 @@ mod tests {
         assert_eq!(store.known(&a, 10), Known::Unknown);
         assert!(store.read(&a, 10, |_| ()).is_err());
         assert_eq!(
-            store.write(&a, 10, None, replace, |_| ()).err(),
+            store.write(&a, 10, replace, |_| ()).err(),
             Some(WriteError::NotFound)
         );
-        assert_eq!(store.delete(&a, 10, None).err(), Some(WriteError::NotFound));
+        assert_eq!(store.delete(&a, 10, any).err(), Some(WriteError::NotFound));
         store.trust(&a);
         assert_eq!(store.known(&a, 10), Known::Live);
         assert!(store.read(&a, 10, |_| ()).is_ok());
@@ -829,7 +901,7 @@ mod tests {
         let store = Store::default();
         let id = SessionId::random();
         store.insert_new(id, session(1_000, 0), 0).unwrap();
-        let (_, ours) = store.write(&id, 10, None, replace, |_| ()).unwrap();
+        let (_, ours) = store.write(&id, 10, replace, |_| ()).unwrap();
         let mut theirs = session(1_000, 0);
         theirs.version = 4;
         store.replace_own(id, &ours, Entry::Live(theirs.clone()));

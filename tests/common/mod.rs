@@ -4,12 +4,61 @@
 
 pub mod pki;
 
+/// The binary's demo application (public API only), served by in-process nodes.
+#[path = "../../src/bin/sessionmesh/demo.rs"]
+pub mod demo;
+
 use std::collections::HashSet;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sessionmesh::config::{Config, Secret};
-use sessionmesh::{start, NodeHandle};
+use sessionmesh::testing::Node;
+use sessionmesh::web::ServedNode;
+use sessionmesh::Mesh;
+
+/// The addresses a node listens on.
+#[derive(Clone, Copy, Debug)]
+pub struct BoundAddrs {
+    pub public: SocketAddr,
+    pub internal: SocketAddr,
+    pub gossip: SocketAddr,
+}
+
+/// An in-process node as the binary runs one: its mesh and public server
+/// with the demo application.
+pub struct NodeHandle(ServedNode);
+
+/// Starts a node serving the demo application.
+pub async fn start(config: Config) -> Result<NodeHandle, sessionmesh::StartError> {
+    ServedNode::start(config, demo::routes)
+        .await
+        .map(NodeHandle)
+}
+
+impl NodeHandle {
+    pub fn addrs(&self) -> BoundAddrs {
+        BoundAddrs {
+            public: self.0.public_addr(),
+            internal: self.0.mesh().internal_addr(),
+            gossip: self.0.mesh().gossip_addr(),
+        }
+    }
+
+    pub fn mesh(&self) -> &Mesh {
+        self.0.mesh()
+    }
+
+    /// The node's internals (store, ring, metrics...).
+    pub fn node(&self) -> &Node {
+        sessionmesh::testing::node(self.0.mesh())
+    }
+
+    pub async fn shutdown(self) {
+        self.0.shutdown().await
+    }
+}
 
 /// Generous bound for any wait: a loaded 2-core CI machine is slow.
 pub const WAIT: Duration = Duration::from_secs(30);

@@ -1,10 +1,16 @@
-//! The `sessionmesh` binary: command line → config → a running node.
+//! The `sessionmesh` binary: command line → config → a running node serving
+//! the demo application, built on the library's public API only.
+
+mod demo;
+#[cfg(test)]
+mod demo_tests;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use sessionmesh::cli::Command;
 use sessionmesh::config::{Config, LogFormat, ServeArgs};
+use sessionmesh::web::ServedNode;
 use tracing_subscriber::EnvFilter;
 
 /// A session cluster: nodes gossip membership, a consistent-hash ring gives every
@@ -66,7 +72,7 @@ async fn shutdown_signal() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(command) = cli.command {
-        return command.run();
+        return command.run(demo::routes);
     }
     let config = match Config::load(&cli.serve) {
         Ok(config) => config,
@@ -89,15 +95,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(sessionmesh::node::run(config, async {
-        shutdown_signal().await;
+    let result = runtime.block_on(async {
+        let node = ServedNode::start(config, demo::routes).await?;
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = node.mesh().leave_requested() => {}
+        }
         // A second signal while leaving means: stop now.
         tokio::spawn(async {
             shutdown_signal().await;
             tracing::warn!("second signal: exiting without finishing the leave");
             std::process::exit(130);
         });
-    }));
+        node.shutdown().await;
+        Ok::<(), sessionmesh::StartError>(())
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
