@@ -353,9 +353,14 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
         .as_ref()
         .map(|tls| tls.server_config());
 
+    // Called on each HTTP worker thread as it starts: the worker's log lines
+    // belong to the span the node was started in (local-cluster's per-node
+    // span), if any.
+    let log_span = tracing::Span::current();
     let peer_client = {
         let node = node.clone();
         move || -> web::Data<PeerClient> {
+            log_on_this_thread_in(&log_span);
             let client = PeerClient::new(
                 node.id.clone(),
                 node.signer.clone(),
@@ -432,6 +437,9 @@ pub async fn start(config: Config) -> anyhow::Result<NodeHandle> {
         wait_for_peers(&node).await;
     }
     node.set_status(Status::Ready).await;
+    if !wait_in_own_ring(&node).await {
+        tracing::warn!(node = %id, "announced ready but not in its own ring yet: /readyz answers 503 until it is");
+    }
     let addrs = BoundAddrs {
         public: public_addr,
         internal: internal_addr,
@@ -511,6 +519,18 @@ async fn wait_for_peers(node: &Node) {
     }
 }
 
+/// Waits until this node is in its own ring (what `/readyz` checks besides the
+/// status), so that "node ready" is logged when the node is ready. Its `ready`
+/// status reaches its own view with the next round of gossip. Bounded like
+/// [`wait_for_peers`]; false when the bound passed.
+async fn wait_in_own_ring(node: &Node) -> bool {
+    let bound = (node.config.gossip_interval * 20).max(Duration::from_secs(2));
+    let mut views = node.membership.subscribe();
+    let in_ring = tokio::time::timeout(bound, views.wait_for(|v| v.ring.contains(&node.id)));
+    let in_ring = matches!(in_ring.await, Ok(Ok(_)));
+    in_ring
+}
+
 /// Removes expired sessions, one store shard per tick; after a sweep over every
 /// shard that removed anything, gives the freed memory back to the system.
 async fn purge_loop(node: web::Data<Node>, stop: CancellationToken) {
@@ -561,4 +581,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     handle.shutdown().await;
     Ok(())
+}
+
+/// Makes `span` the span of every later log line of this thread that is in no
+/// other span, for a thread that works for one node only (the node's HTTP
+/// workers, local-cluster's per-node runtime). A no-op without a span, and for a
+/// thread that has one already.
+pub(crate) fn log_on_this_thread_in(span: &tracing::Span) {
+    thread_local!(static IN_SPAN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    if span.is_none() || IN_SPAN.with(|entered| entered.replace(true)) {
+        return;
+    }
+    // Never exited: an exit while the thread's locals are torn down could touch
+    // tracing's own thread-locals after their destruction.
+    std::mem::forget(span.clone().entered());
 }
