@@ -1,8 +1,15 @@
 //! `sessionmesh local-cluster --nodes N`: N real nodes on loopback in this one
 //! process (each with its own listeners, gossip socket and store), for trying
-//! sessionmesh out. Prints every node's URL and the dashboard's; Ctrl-C stops them
-//! all gracefully (a second Ctrl-C exits at once). A node asked to leave with
-//! `sessionmesh leave` stops alone while the others keep running.
+//! sessionmesh out. Ctrl-C stops them all gracefully (a second Ctrl-C exits at
+//! once). A node asked to leave with `sessionmesh leave` stops alone while the
+//! others keep running.
+//!
+//! Each node's tasks run on a tokio runtime of its own, whose threads log in a
+//! `node` span with the node's id (its HTTP workers enter the same span, see
+//! [`crate::node::log_on_this_thread_in`]), so that every log line names its
+//! node. Once every node's ring holds all of them, after their start-up lines,
+//! a summary shows the URLs, the dashboard and commands to try, spelled so that
+//! they work from another shell ([`self_command`]).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

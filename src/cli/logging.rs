@@ -46,7 +46,7 @@ pub fn filter(level: &str) -> EnvFilter {
 /// The node id of a [`NODE_SPAN`] span, kept in the span's extensions.
 struct NodeTag(String);
 
-/// Keeps the `id` field of every [`NODE_SPAN`] span as a [`NodeTag`].
+/// Keeps the `id` field of every [`NODE_SPAN`] span in the span's extensions.
 pub struct NodeTags;
 
 impl<S> Layer<S> for NodeTags
