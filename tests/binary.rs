@@ -164,9 +164,9 @@ fn spawn_logger(
     node_id: &str,
     secrets: &common::Secrets,
     format: &str,
-) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+) -> (common::KillOnDrop, std::sync::mpsc::Receiver<String>) {
     use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sessionmesh"))
+    let child = Command::new(env!("CARGO_BIN_EXE_sessionmesh"))
         .args([
             "--node-id",
             node_id,
@@ -191,6 +191,7 @@ fn spawn_logger(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut child = common::KillOnDrop(child);
     let stderr = child.stderr.take().unwrap();
     let (tx, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -306,7 +307,7 @@ async fn logs_on_a_terminal_are_coloured_unless_no_color() {
         if let Some(value) = no_color {
             command.env("NO_COLOR", value);
         }
-        let mut child = command.spawn().unwrap();
+        let mut child = common::KillOnDrop(command.spawn().unwrap());
         // Our copy of the terminal's other end went to the child only.
         drop(command);
         let (tx, chunks) = std::sync::mpsc::channel::<Vec<u8>>();

@@ -475,7 +475,7 @@ async fn local_cluster_runs_three_nodes_until_ctrl_c() {
         std::process::id()
     ));
     let file = std::fs::File::create(&path).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sessionmesh"))
+    let child = Command::new(env!("CARGO_BIN_EXE_sessionmesh"))
         .args([
             "local-cluster",
             "--nodes",
@@ -490,6 +490,7 @@ async fn local_cluster_runs_three_nodes_until_ctrl_c() {
         .stderr(file)
         .spawn()
         .unwrap();
+    let mut child = common::KillOnDrop(child);
     let read = || std::fs::read_to_string(&path).unwrap_or_default();
     let output = wait_for("the local-cluster summary", WAIT, || {
         let output = read();
