@@ -143,4 +143,7 @@ pub mod testing {
     pub mod ring {
         pub use crate::ring::Ring;
     }
+    pub mod membership {
+        pub use crate::membership::Status;
+    }
 }

@@ -252,6 +252,18 @@ pub(crate) async fn wait_for_peers(node: &Node) {
     }
 }
 
+/// Waits until this node is in its own ring (what `/readyz` checks besides the
+/// status), so that "node ready" is logged when the node is ready. Its `ready`
+/// status reaches its own view with the next round of gossip. Bounded like
+/// [`wait_for_peers`]; false when the bound passed.
+pub(crate) async fn wait_in_own_ring(node: &Node) -> bool {
+    let bound = (node.config.gossip_interval * 20).max(Duration::from_secs(2));
+    let mut views = node.membership.subscribe();
+    let in_ring = tokio::time::timeout(bound, views.wait_for(|v| v.ring.contains(&node.id)));
+    let in_ring = matches!(in_ring.await, Ok(Ok(_)));
+    in_ring
+}
+
 /// Removes expired sessions, one store shard per tick; after a sweep over every
 /// shard that removed anything, gives the freed memory back to the system.
 pub(crate) async fn purge_loop(node: Arc<Node>) {
@@ -291,4 +303,18 @@ fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Makes `span` the span of every later log line of this thread that is in no
+/// other span, for a thread that works for one node only (the node's HTTP
+/// workers, local-cluster's per-node runtime). A no-op without a span, and for a
+/// thread that has one already.
+pub(crate) fn log_on_this_thread_in(span: &tracing::Span) {
+    thread_local!(static IN_SPAN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    if span.is_none() || IN_SPAN.with(|entered| entered.replace(true)) {
+        return;
+    }
+    // Never exited: an exit while the thread's locals are torn down could touch
+    // tracing's own thread-locals after their destruction.
+    std::mem::forget(span.clone().entered());
 }

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -314,32 +313,61 @@ async fn run_cli(args: &[&str], env: &[(&str, String)]) -> (bool, String, String
     .unwrap()
 }
 
-/// `sessionmesh status` prints the members, their ring shares and sessions.
+/// `sessionmesh status` prints the members, their ring shares and sessions in
+/// words an operator reads: a leaving or gone member is not counted live, counts
+/// take the right plural, handoff and repair are sentences, not JSON.
+///
+/// 1. three nodes; one session (owner and one replica);
+/// 2. status: `3 live`, `1 owned, 1 replica copy`, a row per node, no JSON;
+/// 3. node3 gossips `leaving` (the first step of its leave, held here so the
+///    test sees it): `2 live, 1 leaving`, its row says leaving;
+/// 4. node3 finishes leaving: `2 live, 1 gone`, `node3 (left)`, no row for it;
+/// 5. a node that is not there: a clear error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_status_prints_the_cluster_as_a_table() {
-    let cluster = Cluster::start(3).await;
-    for i in 0..3 {
-        cluster
-            .http
-            .post(cluster.url(i, "/api/sessions"))
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap();
-    }
+async fn cli_status_counts_live_members_in_words() {
+    let mut cluster = Cluster::start(3).await;
+    let created = cluster
+        .http
+        .post(cluster.url(0, "/api/sessions"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
     let node = cluster.url(0, "");
-    // Every node answers the overview (on a loaded machine a peer may miss one
-    // round; the command then says so, and a later run has them all).
-    let stdout = wait_for("a status where every node answered", WAIT, || async {
-        let (ok, stdout, stderr) = run_cli(&["status", "--node", &node], &[]).await;
-        assert!(ok, "{stderr}");
-        stdout.contains("every node agrees").then_some(stdout)
-    })
+    let status_where = |wanted: &'static [&'static str]| {
+        let node = node.clone();
+        async move {
+            // Every node answers the overview (on a loaded machine a peer may
+            // miss one round; a later run has them all).
+            wait_for(&format!("a status saying {wanted:?}"), WAIT, || async {
+                let (ok, stdout, stderr) = run_cli(&["status", "--node", &node], &[]).await;
+                assert!(ok, "{stderr}");
+                wanted.iter().all(|w| stdout.contains(w)).then_some(stdout)
+            })
+            .await
+        }
+    };
+    let words_not_json = |stdout: &str| {
+        for bad in [
+            "{",
+            "\"",
+            "1 sessions",
+            "1 replica copies",
+            "1 members",
+            "1 nodes",
+        ] {
+            assert!(!stdout.contains(bad), "{bad:?} in:\n{stdout}");
+        }
+    };
+
+    let stdout = status_where(&[
+        "every node agrees",
+        "members   3 live\n",
+        "sessions  1 owned, 1 replica copy;",
+    ])
     .await;
-    assert!(
-        stdout.contains("3 live members, 3 sessions owned"),
-        "{stdout}"
-    );
+    words_not_json(&stdout);
     for i in 0..3 {
         let row = stdout
             .lines()
@@ -351,6 +379,38 @@ async fn cli_status_prints_the_cluster_as_a_table() {
             "{row}"
         );
     }
+    let handoff = stdout
+        .lines()
+        .skip_while(|l| *l != "handoff and repair")
+        .skip(1)
+        .filter(|l| l.contains("no repairs pending"))
+        .count();
+    assert_eq!(handoff, 3, "a handoff and repair line per node:\n{stdout}");
+
+    // The first step of a leave: node3 gossips `leaving`.
+    cluster.nodes[2]
+        .node()
+        .membership()
+        .set_status(sessionmesh::testing::membership::Status::Leaving)
+        .await;
+    let stdout = status_where(&["members   2 live, 1 leaving\n"]).await;
+    words_not_json(&stdout);
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("node3"))
+        .unwrap_or_else(|| panic!("a row for node3: {stdout}"));
+    assert!(row.contains("leaving"), "{row}");
+
+    // The rest of it: node3 stops.
+    let node3 = cluster.nodes.pop().unwrap();
+    node3.shutdown().await;
+    let stdout = status_where(&["members   2 live, 1 gone\n", "node3 (left)"]).await;
+    words_not_json(&stdout);
+    assert!(
+        !stdout.lines().any(|l| l.starts_with("node3")),
+        "no row for a member that is gone:\n{stdout}"
+    );
+
     let (ok, _, stderr) = run_cli(&["status", "--node", "127.0.0.1:1"], &[]).await;
     assert!(!ok);
     assert!(stderr.contains("cannot connect"), "{stderr}");
@@ -399,108 +459,161 @@ async fn cli_leave_drains_a_node_until_it_exits() {
     cluster.shutdown().await;
 }
 
-/// `sessionmesh local-cluster --nodes 3`: three nodes on loopback, their URLs
-/// and the dashboard's printed; `sessionmesh leave` stops one alone; SIGINT
-/// stops the rest and the command exits 0.
+/// `sessionmesh local-cluster --nodes 3`: three nodes on loopback; the summary
+/// (URLs, dashboard, commands) comes after the nodes' start-up lines, every log
+/// line names its node, no colour off a terminal; the printed commands work as
+/// printed from a shell where `sessionmesh` is not on the PATH: `status`, and
+/// `leave` stops one node alone; SIGINT stops the rest and the command exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_cluster_runs_three_nodes_until_ctrl_c() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sessionmesh"))
+    // stdout and stderr into one file, in the order written, as on a terminal.
+    let path = std::env::temp_dir().join(format!(
+        "sessionmesh-local-cluster-test-{}.log",
+        std::process::id()
+    ));
+    let file = std::fs::File::create(&path).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_sessionmesh"))
         .args([
             "local-cluster",
             "--nodes",
             "3",
             "--gossip-interval",
             "100ms",
-            "--log",
-            "warn",
         ])
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
+    let mut child = common::KillOnDrop(child);
+    let read = || std::fs::read_to_string(&path).unwrap_or_default();
+    let output = wait_for("the local-cluster summary", WAIT, || {
+        let output = read();
+        async move {
+            output
+                .contains("Ctrl-C stops every node.")
+                .then_some(output)
         }
-    });
-    let mut seen = Vec::new();
-    let next_line = |seen: &mut Vec<String>| {
-        let line = lines.recv_timeout(WAIT).unwrap_or_else(|_| {
-            panic!("local-cluster went quiet; it printed:\n{}", seen.join("\n"))
-        });
-        seen.push(line.clone());
-        line
-    };
-    let dashboard = loop {
-        let line = next_line(&mut seen);
-        if let Some(url) = line.trim().strip_prefix("dashboard") {
-            break url.trim().to_owned();
-        }
-    };
-    let leave_line = loop {
-        let line = next_line(&mut seen);
-        if line.trim().starts_with("leave") {
-            break line;
-        }
-    };
-    let node_urls: Vec<String> = seen
+    })
+    .await;
+    assert!(!output.contains('\x1b'), "colour in a file:\n{output:?}");
+    let lines: Vec<&str> = output.lines().collect();
+    let dashboard_at = lines
         .iter()
-        .filter_map(|l| l.trim().strip_prefix("node").map(|rest| rest.to_owned()))
-        .filter_map(|rest| rest.split_whitespace().nth(1).map(str::to_owned))
-        .filter(|u| u.starts_with("http://"))
-        .collect();
-    assert_eq!(node_urls.len(), 3, "{seen:?}");
+        .position(|l| l.trim().starts_with("dashboard"))
+        .unwrap_or_else(|| panic!("a dashboard line:\n{output}"));
+    let dashboard = lines[dashboard_at]
+        .trim()
+        .trim_start_matches("dashboard")
+        .trim()
+        .to_owned();
     assert!(dashboard.ends_with("/dashboard"), "{dashboard}");
     let base = dashboard.trim_end_matches("/dashboard").to_owned();
+
+    // Log lines: `HH:MM:SS.mmm LEVEL node ...`; each names its node.
+    let is_log = |l: &&str| {
+        [" INFO ", " WARN ", " ERROR ", " DEBUG "]
+            .iter()
+            .any(|level| l.contains(level))
+    };
+    let logs: Vec<&str> = lines.iter().copied().filter(is_log).collect();
+    assert!(!logs.is_empty(), "{output}");
+    for line in &logs {
+        let node = line.split_whitespace().nth(2).unwrap_or_default();
+        assert!(
+            ["node1", "node2", "node3"].contains(&node),
+            "a log line without its node: {line}\n{output}"
+        );
+    }
+    // Each node's start-up lines come before the summary.
+    for node in ["node1", "node2", "node3"] {
+        let ready = lines
+            .iter()
+            .position(|l| l.contains(&format!(" {node} ")) && l.contains("node ready"))
+            .unwrap_or_else(|| panic!("a `node ready` line of {node}:\n{output}"));
+        assert!(
+            ready < dashboard_at,
+            "{node} ready after the summary:\n{output}"
+        );
+        let ring_of_3 = lines
+            .iter()
+            .position(|l| l.contains(&format!(" {node} ")) && l.contains("ring changed members=3"))
+            .unwrap_or_else(|| panic!("{node} logs its ring of 3:\n{output}"));
+        assert!(
+            ring_of_3 < dashboard_at,
+            "{node}'s ring of 3 after the summary:\n{output}"
+        );
+    }
+    let node_urls: Vec<String> = lines[..dashboard_at]
+        .iter()
+        .rev()
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .filter(|u| u.starts_with("http://"))
+        .collect();
+    assert_eq!(node_urls.len(), 3, "{output}");
 
     let http = common::client();
     let page = http.get(&dashboard).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    wait_for("three live members in the overview", WAIT, || async {
-        let overview: Value = http
-            .get(format!("{base}/api/cluster/overview"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        let members = overview["members"].as_array()?;
-        let nodes = overview["nodes"].as_array()?;
-        (members.iter().filter(|m| m["live"] == true).count() == 3
-            && nodes.iter().all(|n| n["ok"] == true)
-            && nodes.len() == 3)
-            .then_some(())
+
+    // The printed commands, run as printed, from a shell without sessionmesh
+    // on its PATH.
+    let command = |name: &str| -> String {
+        let line = lines
+            .iter()
+            .find(|l| l.trim().starts_with(name))
+            .unwrap_or_else(|| panic!("a `{name}` hint:\n{output}"));
+        line.trim().trim_start_matches(name).trim().to_owned()
+    };
+    let shell = |command: String| async move {
+        tokio::task::spawn_blocking(move || {
+            Command::new("sh")
+                .args(["-c", &command])
+                .env("PATH", "/usr/bin:/bin")
+                .env_remove("SESSIONMESH_CLUSTER_SECRET")
+                .env_remove("SESSIONMESH_CLUSTER_SECRET_FILE")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let (status, leave) = (command("status"), command("leave"));
+    let out = wait_for("three live members in `status`", WAIT, || {
+        let status = status.clone();
+        async move {
+            let out = shell(status).await;
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            (out.status.success() && stdout.contains("members   3 live\n")).then_some(stdout)
+        }
     })
     .await;
+    assert!(out.contains(base.trim_start_matches("http://")), "{out}");
 
-    // The printed leave command works on one of the nodes.
-    let secret_file = leave_line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("SESSIONMESH_CLUSTER_SECRET_FILE="))
-        .expect("the leave hint names the secret file")
+    let out = shell(leave.clone()).await;
+    assert!(
+        out.status.success(),
+        "{leave}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left = String::from_utf8_lossy(&out.stdout).into_owned();
+    let leaver = left
+        .split("accepted: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{left}"))
         .to_owned();
-    let last = node_urls[2].trim_end_matches('/').to_owned();
-    let (ok, stdout, stderr) = run_cli(
-        &["leave", "--node", &last],
-        &[("SESSIONMESH_CLUSTER_SECRET_FILE", secret_file)],
-    )
+    wait_for("the leaver to be gone", WAIT, || {
+        let has_left = read().contains(&format!("{leaver} has left"));
+        async move { has_left.then_some(()) }
+    })
     .await;
-    assert!(ok, "{stdout}\n{stderr}");
-    loop {
-        if next_line(&mut seen).contains("node3 has left") {
-            break;
-        }
-    }
-    wait_for("two live members after node3 left", WAIT, || async {
+    wait_for("two live members after one left", WAIT, || async {
         let overview: Value = http
             .get(format!("{base}/api/cluster/overview"))
             .send()
@@ -528,12 +641,8 @@ async fn local_cluster_runs_three_nodes_until_ctrl_c() {
         async move { status }
     })
     .await;
-    while let Ok(line) = lines.recv_timeout(Duration::from_secs(1)) {
-        seen.push(line);
-    }
-    assert!(exit.success(), "{exit:?}\n{}", seen.join("\n"));
-    assert!(
-        seen.iter().any(|l| l.contains("all nodes stopped")),
-        "{seen:?}"
-    );
+    let output = read();
+    let _ = std::fs::remove_file(&path);
+    assert!(exit.success(), "{exit:?}\n{output}");
+    assert!(output.contains("all nodes stopped"), "{output}");
 }

@@ -169,17 +169,15 @@ async fn follow(
             Err(_) => None,
         };
         let Some(cluster) = cluster else { continue };
-        let mut line = format!(
-            "status {}, {} sessions owned, {} replica copies",
+        let sessions = |key: &str| cluster["sessions"][key].as_u64().unwrap_or(0);
+        let line = format!(
+            "{}: {} owned, {}; handoff {}; {}",
             cluster["status"].as_str().unwrap_or("?"),
-            cluster["sessions"]["owned"],
-            cluster["sessions"]["replica"],
+            super::count(sessions("owned"), "session", "sessions"),
+            super::count(sessions("replica"), "replica copy", "replica copies"),
+            super::status::describe_handoff(&cluster["handoff"]),
+            super::status::describe_repair(&cluster["repair"]),
         );
-        for key in ["handoff", "repair"] {
-            if !cluster[key].is_null() {
-                line.push_str(&format!(", {key} {}", cluster[key]));
-            }
-        }
         if line != last {
             println!("  [{elapsed:5.1}s] {line}");
             last = line;

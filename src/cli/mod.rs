@@ -9,6 +9,7 @@
 mod healthcheck;
 mod leave;
 mod local_cluster;
+pub mod logging;
 mod status;
 mod whereis;
 
@@ -146,6 +147,11 @@ pub(crate) fn describe(error: &reqwest::Error) -> String {
     }
 }
 
+/// `n` and the noun that fits it: `1 session`, `2 sessions`, `0 sessions`.
+pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Renders rows as a left-aligned table with two spaces between columns.
 pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -194,6 +200,12 @@ mod tests {
         assert_eq!(base_url("http://a.example", &tls), "http://a.example");
         let error = client(Duration::from_secs(1), &plain, "https://a.example").unwrap_err();
         assert!(error.contains("--ca-file"), "{error}");
+        assert_eq!(count(1, "session", "sessions"), "1 session");
+        assert_eq!(count(0, "session", "sessions"), "0 sessions");
+        assert_eq!(
+            count(2, "replica copy", "replica copies"),
+            "2 replica copies"
+        );
         let t = table(&["A", "BB"], &[vec!["xyz".into(), "1".into()]]);
         assert_eq!(t, "A    BB\nxyz  1\n");
     }

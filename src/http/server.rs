@@ -35,7 +35,11 @@ impl PublicServer {
         let addr = listener.local_addr()?;
         let config = mesh.node().config().clone();
         let app: Routes = Arc::new(app);
+        // Each HTTP worker thread logs in the caller's span (local-cluster's
+        // per-node span), if any.
+        let span = tracing::Span::current();
         let factory = move || {
+            crate::node::log_on_this_thread_in(&span);
             let node = mesh.node().clone();
             let served_by = DefaultHeaders::new().add((SERVED_BY, node.id().to_owned()));
             let max_header_bytes = node.config().max_header_bytes;

@@ -492,8 +492,12 @@ async fn gossip_to_new_seed_addresses(
     }
 }
 
+/// Logs how the members and the ring changed, one line each. Lines about other
+/// members only: this node's own life (start, ready, leave) is logged by the node,
+/// and at start the first views may not list it yet.
 fn log_changes(previous: &ClusterView, next: &ClusterView) {
-    for (id, member) in &next.members {
+    let peer = |id: &&NodeId| **id != next.self_id;
+    for (id, member) in next.members.iter().filter(|(id, _)| peer(id)) {
         match previous.members.get(id) {
             None => {
                 tracing::info!(node = %id, generation = member.generation, status = %member.status, "member joined")
@@ -507,7 +511,7 @@ fn log_changes(previous: &ClusterView, next: &ClusterView) {
             _ => {}
         }
     }
-    for id in previous.members.keys() {
+    for id in previous.members.keys().filter(peer) {
         if !next.members.contains_key(id) {
             tracing::info!(node = %id, "member gone");
         }

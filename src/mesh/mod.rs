@@ -436,6 +436,11 @@ async fn start_steps(
         node::wait_for_peers(&node).await;
     }
     node.set_status(Status::Ready).await;
+    // Logged once `/readyz` answers 200: in its own ring, which its `ready`
+    // status reaches with the next round of gossip.
+    if !node::wait_in_own_ring(&node).await {
+        tracing::warn!(node = %id, "announced ready but not in its own ring yet: /readyz answers 503 until it is");
+    }
     tracing::info!(
         node = %id,
         public = %public_addr,

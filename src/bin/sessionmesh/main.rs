@@ -8,10 +8,9 @@ mod demo_tests;
 use std::process::ExitCode;
 
 use clap::Parser;
-use sessionmesh::cli::Command;
+use sessionmesh::cli::{logging, Command};
 use sessionmesh::config::{Config, LogFormat, ServeArgs};
 use sessionmesh::web::ServedNode;
-use tracing_subscriber::EnvFilter;
 
 /// A session cluster: nodes gossip membership, a consistent-hash ring gives every
 /// session an owner, and any node forwards a request to its session's owner.
@@ -31,9 +30,9 @@ struct Cli {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(logging::filter("info"))
+        .with_ansi(logging::colour_on_stderr())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
