@@ -129,15 +129,15 @@ impl Drop for Life {
             return;
         }
         // Dropped without `shutdown`: stop everything now, without the handoff.
+        // The tasks end on the cancelled token; the internal server's task
+        // ends once it has processed the stop command (sent at once: the
+        // returned future only waits for it), which aborting it would prevent.
         self.node.stop_token().cancel();
         self.node.link_stop().cancel();
-        // Sends the command at once; the future only waits for it.
         drop(self.internal.stop(false));
         self.node.replication().stop_now();
         self.node.membership().stop_now();
-        for task in self.tasks.lock().drain(..) {
-            task.abort();
-        }
+        self.tasks.lock().clear();
     }
 }
 
@@ -308,13 +308,21 @@ async fn start_steps(
         let gossip_listen = gossip_port(config.gossip_addr)?;
         let gossip_advertise = {
             let host = config.advertised_addr(gossip_listen);
-            let candidates = host.clone();
-            tokio::task::spawn_blocking(move || candidates.to_socket_addrs().map(|mut a| a.next()))
-                .await?
-                .with_context(|| format!("resolving the advertised gossip address {host}"))?
-                .with_context(|| {
-                    format!("the advertised gossip address {host} resolves to no address")
-                })?
+            match host.parse::<SocketAddr>() {
+                Ok(addr) => addr,
+                // A name: resolved off the runtime's threads.
+                Err(_) => {
+                    let candidates = host.clone();
+                    tokio::task::spawn_blocking(move || {
+                        candidates.to_socket_addrs().map(|mut a| a.next())
+                    })
+                    .await?
+                    .with_context(|| format!("resolving the advertised gossip address {host}"))?
+                    .with_context(|| {
+                        format!("the advertised gossip address {host} resolves to no address")
+                    })?
+                }
+            }
         };
         let membership_config = MembershipConfig {
             node_id: config.node_id.clone(),

@@ -148,6 +148,15 @@ impl Cluster {
     }
 
     pub async fn start_with(n: usize, tweak: impl Fn(&mut Config)) -> Cluster {
+        Cluster::start_serving(n, tweak, demo::routes).await
+    }
+
+    /// `n` nodes serving `routes` (an application's own) instead of the demo.
+    pub async fn start_serving(
+        n: usize,
+        tweak: impl Fn(&mut Config),
+        routes: fn(&mut actix_web::web::ServiceConfig),
+    ) -> Cluster {
         let secrets = Secrets::new();
         let mut nodes: Vec<NodeHandle> = Vec::new();
         for i in 1..=n {
@@ -157,7 +166,8 @@ impl Cluster {
                 .unwrap_or_default();
             let mut config = test_config(&format!("node{i}"), &secrets, seeds);
             tweak(&mut config);
-            nodes.push(start(config).await.expect("node starts"));
+            let node = ServedNode::start(config, routes).await.map(NodeHandle);
+            nodes.push(node.expect("node starts"));
         }
         let cluster = Cluster {
             secrets,
