@@ -70,6 +70,20 @@ use crate::session::SessionId;
 
 /// Gives every request its [`Session`] and applies the changes handlers made.
 ///
+/// ```
+/// use actix_web::{web, App};
+/// use sessionmesh::actix::SessionMiddleware;
+///
+/// # fn example(mesh: sessionmesh::Mesh) {
+/// // With the mesh given...
+/// let app = App::new().wrap(SessionMiddleware::new(mesh.clone()));
+/// // ...or taken from the app data, for routes configured apart from it.
+/// let app = App::new()
+///     .app_data(mesh.clone())
+///     .service(web::resource("/").wrap(SessionMiddleware::default()));
+/// # }
+/// ```
+///
 /// With [`SessionMiddleware::new`] it uses the given mesh; its `Default` uses
 /// the [`Mesh`] in the app data (`App::new().app_data(mesh.clone())`).
 #[derive(Clone, Default)]
@@ -308,6 +322,30 @@ async fn finish(
 ///
 /// Requires [`SessionMiddleware`] around the route; without it, extraction
 /// fails with a 500 that says so.
+///
+/// ```
+/// use actix_web::{HttpResponse, Result};
+/// use sessionmesh::actix::Session;
+///
+/// async fn login(session: Session) -> Result<HttpResponse> {
+///     session.clear();
+///     session.insert("user", "ada")?;
+///     session.renew(); // a new id at login: no session fixation
+///     Ok(HttpResponse::Ok().finish())
+/// }
+///
+/// async fn whoami(session: Session) -> Result<String> {
+///     Ok(match session.get::<String>("user")? {
+///         Some(user) => format!("{user}, served by {}", session.served_by()),
+///         None => "a guest".to_owned(),
+///     })
+/// }
+///
+/// async fn logout(session: Session) -> HttpResponse {
+///     session.purge(); // deleted, cookie expired
+///     HttpResponse::Ok().finish()
+/// }
+/// ```
 pub struct Session(Rc<RefCell<State>>);
 
 impl Session {

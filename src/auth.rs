@@ -2,8 +2,8 @@
 //!
 //! Every request to the internal listener carries
 //! `x-sessionmesh-auth: v1.<unix millis>.<node id>.<tag>`, where `tag` is
-//! HMAC-SHA256(cluster_secret, "v1\n<millis>\n<node id>\n<METHOD>\n<path?query>\n<hex
-//! SHA-256 of the body>") in URL-safe base64. A request whose timestamp is more than
+//! `HMAC-SHA256(cluster_secret, "v1\n<millis>\n<node id>\n<METHOD>\n<path?query>\n<hex
+//! SHA-256 of the body>")` in URL-safe base64. A request whose timestamp is more than
 //! [`MAX_SKEW_MS`] away from the receiver's clock is refused, which bounds replays
 //! to that window; the body digest means a captured signature cannot carry another body.
 //!
@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::config::Secret;
 use crate::session::{now_millis, UnixMillis};
 
+/// Header carrying the signature of an internal request.
 pub const HEADER: &str = "x-sessionmesh-auth";
 
 /// The session id an entry node verified from the request's cookie (signed along
@@ -61,6 +62,7 @@ pub enum AuthError {
 }
 
 impl Signer {
+    /// Signs and checks with `secret`.
     pub fn new(secret: Secret) -> Signer {
         Signer {
             keyed: Hmac::<Sha256>::new_from_slice(secret.expose())

@@ -14,7 +14,7 @@
 //! TLS is off unless certificate files are given (`public_tls_cert_file` and
 //! `public_tls_key_file`; `internal_tls_cert_file`, `internal_tls_key_file` and
 //! `internal_tls_ca_file`): they are read and checked here, once, so that a missing,
-//! unreadable or mismatched file stops the program naming its key (see [`crate::tls`]).
+//! unreadable or mismatched file stops the program naming its key (see `crate::tls`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -299,6 +299,24 @@ impl fmt::Debug for ServeArgs {
 }
 
 /// The validated settings of one node. `Debug` redacts the secrets.
+///
+/// Usually loaded from flags, `SESSIONMESH_*` variables and a TOML file
+/// ([`Config::load`]); every field can also be set in code:
+///
+/// ```
+/// use std::time::Duration;
+/// use sessionmesh::config::{Config, Secret};
+///
+/// let config = Config {
+///     node_id: "web-1".to_owned(),
+///     seeds: vec!["web-2:7280".to_owned()],
+///     cookie_secret: Secret::new("a cookie secret of 16+ bytes"),
+///     cluster_secret: Secret::new("a cluster secret of 16+ bytes"),
+///     session_ttl: Duration::from_secs(3600),
+///     ..Config::default()
+/// };
+/// assert_eq!(config.replication_factor.get(), 2);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Stable across restarts; the host name by default.
@@ -322,11 +340,13 @@ pub struct Config {
     pub vnodes: NonZeroU32,
     /// Idle timeout of a session, sliding on access.
     pub session_ttl: Duration,
-    /// Largest session body accepted.
+    /// Most bytes of data one session holds (and largest body accepted).
     pub max_session_bytes: usize,
     /// A valid cookie name token.
     pub cookie_name: String,
+    /// Whether the cookie carries `Secure` (sent over HTTPS only).
     pub cookie_secure: bool,
+    /// The cookie's `SameSite` attribute.
     pub cookie_same_site: SameSite,
     /// Signs session cookies; at least 16 bytes.
     pub cookie_secret: Secret,
@@ -347,6 +367,7 @@ pub struct Config {
     /// Earlier cookie secrets still accepted (newest first); cookies are always
     /// signed with `cookie_secret`.
     pub cookie_previous_secrets: Vec<Secret>,
+    /// How often a node gossips.
     pub gossip_interval: Duration,
     /// How long a dead member is remembered before removal.
     pub dead_node_grace: Duration,
@@ -354,6 +375,7 @@ pub struct Config {
     pub forward_timeout: Duration,
     /// Bound on a graceful leave.
     pub shutdown_grace: Duration,
+    /// How log lines are written.
     pub log_format: LogFormat,
     /// HTTP worker threads per listener.
     pub workers: usize,
@@ -374,17 +396,22 @@ pub struct Config {
 /// The `SameSite` attribute of the session cookie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SameSite {
+    /// Sent on same-site requests only.
     Strict,
+    /// Also sent on top-level navigations from other sites (the default).
     #[default]
     Lax,
+    /// Sent on every request (needs `Secure`).
     None,
 }
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
+    /// Human-readable lines (coloured on a terminal).
     #[default]
     Text,
+    /// One JSON object per line.
     Json,
 }
 
@@ -393,6 +420,7 @@ pub enum LogFormat {
 pub struct Secret(Arc<[u8]>);
 
 impl Secret {
+    /// A secret of these bytes.
     pub fn new(bytes: impl Into<Vec<u8>>) -> Secret {
         Secret(bytes.into().into())
     }
@@ -405,6 +433,7 @@ impl Secret {
         Secret::new(bytes)
     }
 
+    /// The bytes, for keying a MAC.
     pub fn expose(&self) -> &[u8] {
         &self.0
     }
@@ -445,23 +474,34 @@ impl fmt::Display for Origin {
 
 /// Why the configuration was refused. Every message names the key (or variable) at fault.
 #[derive(Debug, thiserror::Error)]
+///
+/// Its fields say what was wrong where: the key (`key`, or the environment
+/// variable `var`), the file (`path`), which source set it (`origin`), and
+/// what was expected.
+#[allow(missing_docs)] // The fields are the message's parts, named as they read.
 pub enum ConfigError {
+    /// The config file could not be read.
     #[error("cannot read config file {}: {source}", path.display())]
     ReadFile {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The config file is not TOML.
     #[error("config file {} is not valid TOML: {source}", path.display())]
     ParseFile {
         path: PathBuf,
         source: Box<toml::de::Error>,
     },
+    /// The config file names a key that does not exist.
     #[error("unknown key `{key}` in config file {}", path.display())]
     UnknownKey { key: String, path: PathBuf },
+    /// A `SESSIONMESH_*` variable names a key that does not exist.
     #[error("unknown environment variable {var}")]
     UnknownEnv { var: String },
+    /// A `SESSIONMESH_*` variable is not UTF-8.
     #[error("environment variable {var} is not valid UTF-8")]
     NotUnicode { var: String },
+    /// A value is not what its key takes.
     #[error("invalid value for `{key}` (from {origin}): expected {expected}, got {got}")]
     Invalid {
         key: &'static str,
@@ -469,6 +509,7 @@ pub enum ConfigError {
         expected: String,
         got: String,
     },
+    /// A secret's file could not be read.
     #[error("cannot read `{key}` {} (from {origin}): {source}", path.display())]
     SecretFile {
         key: &'static str,
@@ -476,6 +517,7 @@ pub enum ConfigError {
         origin: Origin,
         source: std::io::Error,
     },
+    /// A secret is given both directly and as a file.
     #[error(
         "both `{key}` (from {origin}) and `{file_key}` (from {file_origin}) are set: set only one"
     )]
@@ -485,10 +527,13 @@ pub enum ConfigError {
         file_key: &'static str,
         file_origin: Origin,
     },
+    /// A secret that nodes of a cluster must share is missing.
     #[error("{key} is required when seeds are set: nodes of one cluster must share it (set `{key}` or `{key}_file`)")]
     MissingSecret { key: &'static str },
+    /// Keys whose values do not go together.
     #[error("`{key}` {problem}")]
     Incompatible { key: &'static str, problem: String },
+    /// A TLS file is unusable.
     #[error("unusable `{key}` {} (from {origin}): {problem}", path.display())]
     TlsFile {
         key: &'static str,
@@ -562,7 +607,7 @@ impl Config {
     }
 
     /// `https` when nodes talk to each other over TLS, else `http`; see
-    /// [`crate::tls::PeerTransport`], which every node-to-node client goes through.
+    /// `PeerTransport`, which every node-to-node client goes through.
     pub fn internal_scheme(&self) -> Scheme {
         match self.internal_tls {
             Some(_) => Scheme::Https,

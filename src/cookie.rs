@@ -34,6 +34,7 @@ fn keyed(secret: &Secret) -> Hmac<Sha256> {
 }
 
 impl CookieCodec {
+    /// The codec of `config`'s cookie: name, attributes and keys.
     pub fn new(config: &Config) -> CookieCodec {
         CookieCodec {
             name: config.cookie_name.clone(),
@@ -50,6 +51,7 @@ impl CookieCodec {
         }
     }
 
+    /// The cookie's name.
     pub fn name(&self) -> &str {
         &self.name
     }

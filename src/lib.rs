@@ -13,8 +13,8 @@
 //! - [`actix`]: a middleware and a [`actix::Session`] extractor for the
 //!   application's own actix-web routes;
 //! - stores for the session crates applications already use, behind cargo
-//!   features: `actix-session` ([`actix_session`]) and `tower-sessions`
-//!   ([`tower_sessions`], for axum);
+//!   features: `actix-session` (module `actix_session`) and `tower-sessions`
+//!   (module `tower_sessions`, for axum);
 //! - [`web`]: the JSON session API and operator routes (health, metrics,
 //!   dashboard) to serve beside the application, and the public server the
 //!   `sessionmesh` binary runs.
@@ -59,6 +59,8 @@
 //! replicas before acknowledging it; after a ring change, handoff moves copies
 //! to their new holders; a node that was paused or regains sessions asks the
 //! other holders before it serves its copies.
+
+#![warn(missing_docs)]
 
 pub mod actix;
 #[doc(hidden)]

@@ -85,6 +85,7 @@ impl Node {
         }
     }
 
+    /// This node's id.
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -109,6 +110,7 @@ impl Node {
         &self.stop
     }
 
+    /// This process's generation (start time in unix nanoseconds).
     pub fn generation(&self) -> u64 {
         self.generation
     }
@@ -118,26 +120,32 @@ impl Node {
         &self.link_stop
     }
 
+    /// Its configuration.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
+    /// Its sessions and copies.
     pub fn store(&self) -> &Store {
         &self.store
     }
 
+    /// The session cookie's codec.
     pub fn cookies(&self) -> &CookieCodec {
         &self.cookies
     }
 
+    /// Signs and checks internal requests.
     pub fn signer(&self) -> &Signer {
         &self.signer
     }
 
+    /// Gossip membership.
     pub fn membership(&self) -> &Membership {
         &self.membership
     }
 
+    /// Its Prometheus families.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }

@@ -138,14 +138,17 @@ impl Ring {
         &self.nodes
     }
 
+    /// Whether no node is in it.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
 
+    /// Whether `node_id` is in it.
     pub fn contains(&self, node_id: &str) -> bool {
         self.nodes.binary_search_by(|n| (**n).cmp(node_id)).is_ok()
     }
 
+    /// Virtual nodes per node.
     pub fn vnodes_per_node(&self) -> u32 {
         self.vnodes_per_node
     }

@@ -3,7 +3,7 @@
 //! logged it.
 //!
 //! `local-cluster` runs each node's work on threads that stay in a span named
-//! [`NODE_SPAN`] with the node's id ([`crate::node`] enters it on the node's HTTP
+//! [`NODE_SPAN`] with the node's id (`crate::node` enters it on the node's HTTP
 //! worker threads too); [`NodeTags`] keeps that id with the span, and
 //! [`NodeLineFormat`] prints it on each line: `12:57:24.092  INFO node1  message`.
 

@@ -15,7 +15,21 @@ use super::{limit_headers, no_route, operator_routes, session_api, SERVED_BY};
 use crate::mesh::Mesh;
 use crate::metrics::Listener;
 
-/// A running public HTTP server (see [`crate::web::PublicServer`]).
+/// A running public HTTP server: an application's routes beside the JSON
+/// session API and the operator routes, with the public listener's limits
+/// (`max_header_bytes`, `request_timeout`, `max_connections`), request
+/// metrics, `x-served-by` and, when configured, TLS.
+///
+/// ```no_run
+/// # async fn example(mesh: sessionmesh::Mesh) -> std::io::Result<()> {
+/// use actix_web::web;
+/// let listener = std::net::TcpListener::bind("127.0.0.1:8080")?;
+/// let server = sessionmesh::web::PublicServer::start(mesh, listener, |cfg: &mut web::ServiceConfig| {
+///     cfg.route("/hello", web::get().to(|| async { "hello" }));
+/// })?;
+/// server.stop(true).await;
+/// # Ok(()) }
+/// ```
 pub struct PublicServer {
     addr: SocketAddr,
     handle: ServerHandle,

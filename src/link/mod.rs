@@ -40,7 +40,7 @@ pub const LINK_PATH: &str = "/internal/link";
 pub const READ: u8 = 0x01;
 /// Request: copies and writes to merge (a replication batch, JSON).
 pub const REPLICATE: u8 = 0x02;
-/// Request: a session operation (a [`crate::protocol::Request`], JSON).
+/// Request: a session operation (a `protocol::Request`, JSON).
 pub const OP: u8 = 0x03;
 /// Reply: the session's data (compact JSON object).
 pub const FOUND: u8 = 0x81;
@@ -50,7 +50,7 @@ pub const MISSING: u8 = 0x82;
 pub const FAILED: u8 = 0x83;
 /// Reply: a replication batch merged (its acknowledgement, JSON).
 pub const ACK: u8 = 0x84;
-/// Reply: the outcome of a session operation (a [`crate::protocol::Reply`], JSON).
+/// Reply: the outcome of a session operation (a `protocol::Reply`, JSON).
 pub const OP_REPLY: u8 = 0x85;
 
 /// Bytes of a frame before its body: length, request id, kind.
@@ -68,8 +68,11 @@ pub const MAX_LINK_BATCH_BYTES: usize = 1024 * 1024;
 /// One request or reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
+    /// The request it is or answers.
     pub id: u64,
+    /// What it is: a request or a reply kind (the constants of this module).
     pub kind: u8,
+    /// What it carries.
     pub body: Bytes,
 }
 

@@ -21,12 +21,16 @@ pub const KEY_STATUS: &str = "status";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Started, not yet in the ring.
     Joining,
+    /// In the ring: owns and holds sessions.
     Ready,
+    /// Handing its sessions off before it stops.
     Leaving,
 }
 
 impl Status {
+    /// The word gossiped for it.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Joining => "joining",

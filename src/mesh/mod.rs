@@ -85,15 +85,36 @@ fn serving_a_peer() -> bool {
 /// A running node of a sessionmesh cluster, and the session operations on it.
 /// Cheap to clone; every clone is the same node.
 ///
-/// ```no_run
-/// use sessionmesh::{Config, Mesh};
+/// A lone node on loopback (a cluster of one; with `seeds`, it joins others):
 ///
-/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-/// let config = Config::from_env()?; // or Config::load(&args), or built in code
+/// ```
+/// use sessionmesh::{Config, Error, IfMatch, Mesh};
+///
+/// # #[tokio::main(flavor = "multi_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let any = "127.0.0.1:0".parse()?;
+/// let config = Config {
+///     public_addr: any,
+///     internal_addr: any,
+///     gossip_addr: any,
+///     ..Config::default() // or Config::load(&args): flags, SESSIONMESH_*, a TOML file
+/// };
 /// let mesh = Mesh::start(config).await?;
+///
 /// let session = mesh.create(serde_json::json!({"user": "ada"}), None).await?;
-/// let again = mesh.get(&session.id).await?;
-/// assert_eq!(again.get::<String>("user")?.as_deref(), Some("ada"));
+/// let read = mesh.get(&session.id).await?;
+/// assert_eq!(read.get::<String>("user")?.as_deref(), Some("ada"));
+///
+/// // Writes may name the version they expect (HTTP's If-Match).
+/// let patched = mesh
+///     .merge_patch(&session.id, serde_json::json!({"cart": [1, 2]}), session.version)
+///     .await?;
+/// assert_eq!(patched.version, 2);
+/// let stale = mesh.replace(&session.id, serde_json::json!({}), session.version).await;
+/// assert_eq!(stale.unwrap_err(), Error::PreconditionFailed { current: 2 });
+///
+/// mesh.delete(&session.id, IfMatch::any()).await?;
+/// assert_eq!(mesh.get(&session.id).await.unwrap_err(), Error::NotFound);
 /// mesh.shutdown().await;
 /// # Ok(()) }
 /// ```

@@ -24,6 +24,7 @@ pub const SESSIONS_PATH: &str = "/internal/sessions";
 /// Body of a replication request.
 #[derive(Serialize, Deserialize)]
 pub struct Batch {
+    /// The sender's node id.
     pub from: String,
     /// Copies (handoff, repair, expiry refreshes) and writes (`write: true`).
     pub records: Vec<Record>,

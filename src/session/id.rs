@@ -6,7 +6,18 @@ use std::fmt;
 
 const LEN: usize = 22;
 
-/// A session id. `Copy` and fixed size: cheap to hash, compare and send.
+/// A session id: 128 random bits as 22 URL-safe base64 characters. `Copy` and
+/// fixed size: cheap to hash, compare and send.
+///
+/// ```
+/// use sessionmesh::SessionId;
+///
+/// let id = SessionId::random();
+/// assert_eq!(id.as_str().len(), 22);
+/// assert_eq!(id.as_str().parse::<SessionId>(), Ok(id));
+/// assert_eq!(SessionId::from_bits(id.to_bits()), id);
+/// assert!("not-an-id".parse::<SessionId>().is_err());
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId([u8; LEN]);
 
@@ -60,6 +71,7 @@ impl SessionId {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
+    /// The id's text, as bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }

@@ -27,12 +27,15 @@ pub fn now_millis() -> UnixMillis {
 /// the response as it is, with no parsing, and it costs its length in memory.
 #[derive(Clone, Debug)]
 pub struct Session {
+    /// The data: compact JSON text of an object.
     pub data: Box<RawValue>,
     /// Bumped by every write; starts at 1.
     pub version: u64,
+    /// When it was created.
     pub created_at: UnixMillis,
     /// When the last write was applied (the conflict tie-break after `version`).
     pub updated_at: UnixMillis,
+    /// When it expires unless used.
     pub expires_at: UnixMillis,
     /// Idle timeout in milliseconds; each access pushes `expires_at` to now + ttl.
     pub ttl_ms: u64,
@@ -41,6 +44,7 @@ pub struct Session {
 }
 
 impl Session {
+    /// A new session at version 1, expiring `ttl` after `now` unless used.
     pub fn new(data: Box<RawValue>, ttl: Duration, now: UnixMillis) -> Session {
         let ttl_ms = ttl.as_millis() as u64;
         Session {
@@ -54,6 +58,7 @@ impl Session {
         }
     }
 
+    /// Whether it has expired at `now`.
     pub fn is_expired(&self, now: UnixMillis) -> bool {
         self.expires_at <= now
     }
@@ -156,6 +161,7 @@ pub fn to_raw(map: &serde_json::Map<String, serde_json::Value>) -> Box<RawValue>
     serde_json::value::to_raw_value(map).unwrap_or_else(|_| empty_object())
 }
 
+/// `{}`.
 pub fn empty_object() -> Box<RawValue> {
     RawValue::from_string("{}".to_owned()).expect("`{}` is valid JSON")
 }

@@ -31,11 +31,14 @@ pub struct Tombstone {
 /// A store entry.
 #[derive(Clone, Debug)]
 pub enum Entry {
+    /// A session.
     Live(Session),
+    /// A deleted session.
     Tombstone(Tombstone),
 }
 
 impl Entry {
+    /// When it may be forgotten.
     pub fn expires_at(&self) -> UnixMillis {
         match self {
             Entry::Live(s) => s.expires_at,
@@ -43,10 +46,12 @@ impl Entry {
         }
     }
 
+    /// Whether it may be forgotten at `now`.
     pub fn is_expired(&self, now: UnixMillis) -> bool {
         self.expires_at() <= now
     }
 
+    /// Its version.
     pub fn version(&self) -> u64 {
         match self {
             Entry::Live(s) => s.version,
@@ -54,6 +59,7 @@ impl Entry {
         }
     }
 
+    /// When it was last written.
     pub fn updated_at(&self) -> UnixMillis {
         match self {
             Entry::Live(s) => s.updated_at,
@@ -77,12 +83,19 @@ impl Entry {
 /// The wire form of an [`Entry`]: `data` is absent for a tombstone.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Record {
+    /// The session id.
     pub id: String,
+    /// Its version.
     pub version: u64,
+    /// When it was last written.
     pub updated_at: UnixMillis,
+    /// When it was created (0 for a tombstone).
     pub created_at: UnixMillis,
+    /// When it expires.
     pub expires_at: UnixMillis,
+    /// Its idle timeout (0 for a tombstone).
     pub ttl_ms: u64,
+    /// The data; absent for a tombstone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Box<RawValue>>,
     /// A new version from a writer waiting to acknowledge it (see
@@ -94,6 +107,7 @@ pub struct Record {
 }
 
 impl Record {
+    /// The wire form of `entry` under `id`.
     pub fn from_entry(id: &str, entry: &Entry) -> Record {
         match entry {
             Entry::Live(s) => Record {

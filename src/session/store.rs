@@ -112,6 +112,7 @@ impl Shard {
     }
 }
 
+/// The sessions and copies one node holds (see the module doc).
 pub struct Store {
     shards: Box<[Mutex<Shard>]>,
     /// Entries held over all shards, kept with every insert and removal (so
@@ -522,10 +523,12 @@ impl Store {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// How many shards it has.
     pub fn shard_count(&self) -> usize {
         self.shards.len()
     }
