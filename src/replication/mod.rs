@@ -37,6 +37,7 @@
 //! and the previous ring before answering, and keeps the best copy.
 
 pub mod client;
+pub mod lease;
 pub mod pause;
 mod rebalance;
 

@@ -1,0 +1,620 @@
+//! Ownership leases: a node serves a session from its own memory only while
+//! no other node can be serving it from theirs.
+//!
+//! THE WINDOW THEY CLOSE. Gossip liveness is each observer's own view. A node
+//! whose datagrams stop reaching the others (for a moment, or one way only) is
+//! dropped from their rings without noticing; the next holder of each of its
+//! sessions takes it over and writes it. When the node comes back, nothing in
+//! its own view changed: without leases it would serve its older copies.
+//!
+//! THE PROTOCOL. Every node asks every other member of its ring, every
+//! [`Leases::renew_every`], for a lease under its ring's fingerprint; a member
+//! grants it when it sees the same ring (same fingerprint) with the asker in
+//! it. A grant lasts [`Leases::term`] from the moment the grantor gave it, on
+//! the grantor's monotonic clock; the asker counts it from the moment it sent
+//! the request, minus a margin for clock-rate drift, so the asker's lease
+//! always ends before the grantor's record of it. No synchronised clocks.
+//!
+//! A grantor gives grants under one fingerprint at a time: it grants under its
+//! current ring only once every grant it gave under another has run out, and
+//! a process grants nothing during its first term (its previous incarnation
+//! may have granted under another ring).
+//!
+//! Node `M` may serve session `k` from memory (read, or write) at `now` when,
+//! with `h_1..h_n` the holders of `k` in `M`'s ring and `M = h_i` (see
+//! [`LeaseView::may_serve`]):
+//! - (a) every grant `M` gave to a holder before it (`h_j`, `j < i`) has
+//!   expired: they cannot serve it from memory (they would need `M`'s grant);
+//! - (b) as the owner (`i = 1`), `M` holds an unexpired grant from every
+//!   other holder: they cannot serve it, by (a) for them;
+//! - (b') taking over (`i > 1`), `M` holds an unexpired grant from every
+//!   member of its ring but the holders before it: the others agree with its
+//!   ring, so the holders before it stopped renewing by dying, not by moving
+//!   to another ring (a node the others dropped without its knowing holds no
+//!   grant at all, and takes nothing over);
+//! - (c) no grant `M` gave under another fingerprint is still running: after a
+//!   ring change, a node of the old ring may still serve by it.
+//!
+//! So the owner serves from memory while its replicas grant it leases; a
+//! replica takes over within a term of the owner's death (the owner stops
+//! renewing), and never while the owner is alive and renewing, nor when it is
+//! itself the one the others dropped. A node that may not serve from memory
+//! asks the other holders first (read-through) for a read, and waits
+//! (bounded) for a write. The guarantee holds for one membership change at a
+//! time, like the replication factor's for failures.
+//!
+//! This module is the decision only (no clock, no socket): the replication
+//! layer feeds it ring changes, requests and grants with the time, and
+//! publishes the resulting [`LeaseView`] to request handlers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::ring::{NodeId, Ring};
+
+/// Milliseconds on one node's monotonic clock.
+pub type Millis = u64;
+
+/// The lease state of one node, changed by its lease task.
+pub struct Leases {
+    me: NodeId,
+    /// Before this, this process grants nothing (see the module doc).
+    grants_from: Millis,
+    term: Millis,
+    margin: Millis,
+    copies: usize,
+    ring: Arc<Ring>,
+    /// Grants received under the current ring, valid until (this node's clock).
+    held: HashMap<NodeId, Millis>,
+    /// Grants given: to whom, under which fingerprint, until (this node's clock).
+    given: HashMap<NodeId, (String, Millis)>,
+}
+
+/// What request handlers consult: a snapshot of [`Leases`].
+#[derive(Clone, Debug)]
+pub struct LeaseView {
+    me: NodeId,
+    copies: usize,
+    /// The ring the grants hold for.
+    pub ring: Arc<Ring>,
+    held: HashMap<NodeId, Millis>,
+    given: HashMap<NodeId, Millis>,
+    /// The earliest end of a grant held from the other members of the ring
+    /// (0 when one is missing; `MAX` alone in the ring): before it, (b)
+    /// holds for every session.
+    pub held_by_all_until: Millis,
+    /// When the last grant given under another fingerprint ends: (c) holds
+    /// from then on.
+    pub old_grants_until: Millis,
+    /// When the last grant given under the current fingerprint ends.
+    pub given_until: Millis,
+    /// Before this, grants of this node's previous incarnation may still run.
+    grants_from: Millis,
+}
+
+impl Leases {
+    /// A node's leases, from a process started at `now`: grants last `term`;
+    /// a holder counts them `margin` shorter; sessions have `copies` holders.
+    pub fn new(me: NodeId, term: Millis, margin: Millis, copies: usize, now: Millis) -> Leases {
+        Leases {
+            me,
+            grants_from: now.saturating_add(term),
+            term,
+            margin: margin.min(term),
+            copies,
+            ring: Arc::new(Ring::empty()),
+            held: HashMap::new(),
+            given: HashMap::new(),
+        }
+    }
+
+    /// How long a grant lasts.
+    pub fn term(&self) -> Millis {
+        self.term
+    }
+
+    /// How often to ask for grants: a third of a term, so that two requests
+    /// in a row may be lost before a lease lapses.
+    pub fn renew_every(&self) -> Millis {
+        (self.term / 3).max(1)
+    }
+
+    /// This node's ring changed: grants held were for the old one.
+    pub fn ring_changed(&mut self, ring: Arc<Ring>) {
+        if ring.fingerprint() != self.ring.fingerprint() {
+            self.held.clear();
+        }
+        self.ring = ring;
+    }
+
+    /// Whom to ask for a grant, with the fingerprint to name.
+    pub fn to_ask(&self) -> (Vec<NodeId>, String) {
+        if !self.ring.contains(&self.me) {
+            return (Vec::new(), String::new());
+        }
+        let others = self
+            .ring
+            .nodes()
+            .iter()
+            .filter(|n| **n != self.me)
+            .cloned()
+            .collect();
+        (others, self.ring.fingerprint().to_owned())
+    }
+
+    /// A member asks for a grant under `fingerprint`: the term granted, if
+    /// this node sees the same ring with the asker in it.
+    pub fn request(&mut self, from: &NodeId, fingerprint: &str, now: Millis) -> Option<Millis> {
+        let other_ring_running = self
+            .given
+            .values()
+            .any(|(fp, until)| fp != fingerprint && *until > now);
+        let granted = *from != self.me
+            && now >= self.grants_from
+            && !other_ring_running
+            && fingerprint == self.ring.fingerprint()
+            && self.ring.contains(from)
+            && self.ring.contains(&self.me);
+        if !granted {
+            return None;
+        }
+        let until = now.saturating_add(self.term);
+        let entry = self
+            .given
+            .entry(from.clone())
+            .or_insert_with(|| (String::new(), 0));
+        // A grant under the current ring replaces one under another: the asker
+        // dropped its old grants when it moved to this ring.
+        *entry = (
+            fingerprint.to_owned(),
+            until.max(if entry.0 == fingerprint { entry.1 } else { 0 }),
+        );
+        Some(self.term)
+    }
+
+    /// `from` granted a lease under `fingerprint` for `term`, asked at `sent`.
+    pub fn granted(&mut self, from: &NodeId, fingerprint: &str, term: Millis, sent: Millis) {
+        if fingerprint != self.ring.fingerprint() || !self.ring.contains(from) {
+            return;
+        }
+        let until = sent
+            .saturating_add(term.min(self.term))
+            .saturating_sub(self.margin);
+        let held = self.held.entry(from.clone()).or_insert(0);
+        *held = (*held).max(until);
+    }
+
+    /// Forgets grants given that ended before `now` (bounded state).
+    pub fn expire(&mut self, now: Millis) {
+        self.given.retain(|_, (_, until)| *until > now);
+        self.held.retain(|_, until| *until > now);
+    }
+
+    /// The snapshot for request handlers.
+    pub fn view(&self) -> LeaseView {
+        let fingerprint = self.ring.fingerprint();
+        let others: Vec<&NodeId> = self
+            .ring
+            .nodes()
+            .iter()
+            .filter(|n| **n != self.me)
+            .collect();
+        let held_by_all_until = if !self.ring.contains(&self.me) {
+            0
+        } else if others.is_empty() {
+            Millis::MAX
+        } else {
+            others
+                .iter()
+                .map(|n| self.held.get(*n).copied().unwrap_or(0))
+                .min()
+                .unwrap_or(0)
+        };
+        let mut given = HashMap::new();
+        let mut old_grants_until = 0;
+        let mut given_until = 0;
+        for (node, (fp, until)) in &self.given {
+            if fp == fingerprint {
+                given.insert(node.clone(), *until);
+                given_until = given_until.max(*until);
+            } else {
+                old_grants_until = old_grants_until.max(*until);
+            }
+        }
+        LeaseView {
+            me: self.me.clone(),
+            copies: self.copies,
+            ring: self.ring.clone(),
+            held: self.held.clone(),
+            given,
+            held_by_all_until,
+            old_grants_until,
+            given_until,
+            grants_from: self.grants_from,
+        }
+    }
+}
+
+/// Whether, and until when, this node may serve a session from memory.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Serve {
+    /// Yes, now.
+    Now,
+    /// Not before this time (a grant given must run out first).
+    After(Millis),
+    /// Not without asking the other holders (a grant is missing, or this
+    /// node does not hold the session in the ring the grants are for).
+    Ask,
+}
+
+impl LeaseView {
+    /// Whether this node may serve session `key` from memory at `now` (rules
+    /// (a) to (c) of the module doc).
+    pub fn may_serve(&self, key: &[u8], now: Millis) -> Serve {
+        if now < self.old_grants_until {
+            return Serve::After(self.old_grants_until);
+        }
+        if !self.ring.contains(&self.me) {
+            return Serve::Ask;
+        }
+        let holders: Vec<&NodeId> = self.ring.preference_list(key, self.copies).collect();
+        let Some(i) = holders.iter().position(|h| **h == self.me) else {
+            return Serve::Ask;
+        };
+        let valid = |node: &NodeId| self.held.get(node).is_some_and(|until| *until > now);
+        if i == 0 {
+            // (b): the owner needs its replicas' grants.
+            return match holders[1..].iter().all(|h| valid(h)) {
+                true => Serve::Now,
+                false => Serve::Ask,
+            };
+        }
+        // (b'): taking over needs every member's grant but the holders before.
+        let before = &holders[..i];
+        let agreed = self
+            .ring
+            .nodes()
+            .iter()
+            .filter(|n| **n != self.me && !before.contains(n))
+            .all(valid);
+        if !agreed {
+            return Serve::Ask;
+        }
+        // (a): the holders before it must be past the grants it gave them, and
+        // past any its previous incarnation gave, which it cannot know.
+        let wait = before
+            .iter()
+            .filter_map(|h| self.given.get(*h))
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(self.grants_from);
+        match wait > now {
+            true => Serve::After(wait),
+            false => Serve::Now,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const TERM: Millis = 1_000;
+    const MARGIN: Millis = 100;
+
+    fn ring(nodes: &[&str]) -> Arc<Ring> {
+        Arc::new(Ring::new(nodes.iter().copied(), 16, 4))
+    }
+
+    fn node(id: &str, nodes: &[&str]) -> Leases {
+        // Started a term ago: it may grant at once.
+        let mut l = Leases::new(id.into(), TERM, MARGIN, 2, 0);
+        l.grants_from = 0;
+        l.ring_changed(ring(nodes));
+        l
+    }
+
+    /// Has every node ask every other at `now`, every request and grant
+    /// delivered, but to and from the nodes in `dead`.
+    fn round_without(nodes: &mut [Leases], dead: &[&str], now: Millis) {
+        for i in 0..nodes.len() {
+            if dead.contains(&&*nodes[i].me) {
+                continue;
+            }
+            let (ask, fp) = nodes[i].to_ask();
+            let me = nodes[i].me.clone();
+            for peer in ask {
+                let Some(j) = nodes.iter().position(|n| n.me == peer) else {
+                    continue;
+                };
+                if dead.contains(&&*peer) {
+                    continue;
+                }
+                if let Some(term) = nodes[j].request(&me, &fp, now) {
+                    nodes[i].granted(&peer, &fp, term, now);
+                }
+            }
+        }
+    }
+
+    fn round(nodes: &mut [Leases], now: Millis) {
+        round_without(nodes, &[], now)
+    }
+
+    fn key_owned_by(owner: &str, nodes: &[&str]) -> Vec<u8> {
+        let r = ring(nodes);
+        (0u32..)
+            .map(|i| i.to_be_bytes().to_vec())
+            .find(|k| r.owner(k).is_some_and(|o| &**o == owner))
+            .unwrap()
+    }
+
+    #[test]
+    fn the_owner_serves_while_its_replica_grants_and_the_replica_only_after() {
+        let all = ["a", "b", "c"];
+        let mut nodes: Vec<Leases> = all.iter().map(|n| node(n, &all)).collect();
+        let key = key_owned_by("a", &all);
+        let replica = ring(&all).replicas(&key, 2).next().unwrap().to_string();
+        let r = all.iter().position(|n| *n == replica).unwrap();
+        assert_eq!(
+            nodes[0].view().may_serve(&key, 0),
+            Serve::Ask,
+            "no grant yet"
+        );
+        round(&mut nodes, 0);
+        assert_eq!(nodes[0].view().may_serve(&key, 10), Serve::Now);
+        // The replica gave the owner a grant until 1000: it waits for it.
+        assert_eq!(nodes[r].view().may_serve(&key, 10), Serve::After(TERM));
+        // The owner dies: the others renew among themselves. Its lease lapsed
+        // before the replica's record of it ends, then the replica takes over.
+        round_without(&mut nodes, &["a"], 600);
+        assert_eq!(nodes[0].view().may_serve(&key, TERM - MARGIN), Serve::Ask);
+        assert_eq!(
+            nodes[r].view().may_serve(&key, TERM - 1),
+            Serve::After(TERM)
+        );
+        assert_eq!(nodes[r].view().may_serve(&key, TERM), Serve::Now);
+    }
+
+    #[test]
+    fn a_node_dropped_from_the_others_rings_loses_its_lease_and_they_wait_for_it() {
+        let all = ["a", "b", "c"];
+        let mut nodes: Vec<Leases> = all.iter().map(|n| node(n, &all)).collect();
+        round(&mut nodes, 0);
+        let key = key_owned_by("a", &all);
+        // b and c drop a (one-sided: a does not know).
+        for n in &mut nodes[1..] {
+            n.ring_changed(ring(&["b", "c"]));
+        }
+        round(&mut nodes, 300);
+        // a asked under its old ring: refused; its lease runs out.
+        assert_eq!(nodes[0].view().may_serve(&key, 500), Serve::Now);
+        assert_eq!(nodes[0].view().may_serve(&key, TERM - MARGIN), Serve::Ask);
+        // b and c hold grants they gave under the old ring until 1000, and
+        // grant each other under the new one only after.
+        let new_owner = ring(&["b", "c"]).owner(&key).unwrap().to_string();
+        let o = all.iter().position(|n| *n == new_owner).unwrap();
+        assert_eq!(nodes[o].view().may_serve(&key, 500), Serve::After(TERM));
+        round(&mut nodes, 600);
+        assert_eq!(nodes[o].view().may_serve(&key, TERM), Serve::Ask);
+        round(&mut nodes, TERM);
+        assert_eq!(nodes[o].view().may_serve(&key, TERM + 1), Serve::Now);
+        // The dropped node never gets a grant again, nor takes anything over.
+        for k in 0u32..64 {
+            let k = k.to_be_bytes();
+            assert_eq!(nodes[0].view().may_serve(&k, TERM + 1), Serve::Ask);
+        }
+    }
+
+    #[test]
+    fn alone_in_its_ring_a_node_serves_and_outside_it_never_does() {
+        let mut alone = node("a", &["a"]);
+        assert_eq!(alone.view().may_serve(b"k", 5), Serve::Now);
+        alone.ring_changed(ring(&["b"]));
+        assert_eq!(alone.view().may_serve(b"k", 5), Serve::Ask);
+        assert_eq!(
+            alone.request(&"b".into(), ring(&["b"]).fingerprint(), 5),
+            None
+        );
+    }
+
+    /// One simulated node: its ring (as it sees it) and its leases.
+    struct Sim {
+        leases: Leases,
+        alive: bool,
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Fault {
+        Excluded(usize),
+        Crashed(usize),
+        Detected(usize),
+        Pause(usize),
+    }
+
+    #[derive(Debug, Clone)]
+    enum Msg {
+        Ask {
+            from: usize,
+            to: usize,
+            fp: String,
+            sent: Millis,
+        },
+        Grant {
+            from: usize,
+            to: usize,
+            fp: String,
+            term: Millis,
+            sent: Millis,
+        },
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("LEASE_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(48)
+        ))]
+
+        /// Over a simulated network that drops, delays, duplicates and
+        /// reorders messages, through one fault at a time (a node dropped
+        /// from the others' rings without knowing it, a crash detected then
+        /// healed, a pause), at most one node may serve a session from memory
+        /// at any moment.
+        #[test]
+        fn at_most_one_node_serves_a_session_from_memory(
+            seed in any::<u64>(),
+            events in proptest::collection::vec((0u8..6, 0usize..4, 0u64..1_200), 1..40),
+        ) {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let names = ["a", "b", "c", "d"];
+            let full = ring(&names);
+            let mut sims: Vec<Sim> = names
+                .iter()
+                .map(|n| Sim { leases: node(n, &names), alive: true })
+                .collect();
+            let mut fault: Option<Fault> = None;
+            let mut settled_at: Millis = 0;
+            let keys: Vec<Vec<u8>> = (0u32..24).map(|i| i.to_be_bytes().to_vec()).collect();
+            let mut net: Vec<(Millis, Msg)> = Vec::new();
+            let mut now: Millis = 0;
+            let mut paused_until = vec![0; names.len()];
+            for (kind, who, dt) in events {
+                // Time passes in small steps: deliver, renew, check.
+                let until = now + dt;
+                while now < until {
+                    now += 10;
+                    // Renewals.
+                    for (i, sim) in sims.iter().enumerate() {
+                        if !sim.alive || now < paused_until[i] || now % 300 != 0 {
+                            continue;
+                        }
+                        let (ask, fp) = sim.leases.to_ask();
+                        for peer in ask {
+                            let to = names.iter().position(|n| **n == *peer).unwrap();
+                            let delay = rng.random_range(0..200);
+                            if rng.random_bool(0.1) { continue; } // lost
+                            net.push((now + delay, Msg::Ask { from: i, to, fp: fp.clone(), sent: now }));
+                            if rng.random_bool(0.05) { // duplicated
+                                net.push((now + delay + 50, Msg::Ask { from: i, to, fp: fp.clone(), sent: now }));
+                            }
+                        }
+                    }
+                    // Deliveries due (in any order among those due).
+                    let (due, later): (Vec<_>, Vec<_>) = net.drain(..).partition(|(t, _)| *t <= now);
+                    net = later;
+                    let mut due: Vec<Msg> = due.into_iter().map(|(_, m)| m).collect();
+                    for i in (1..due.len()).rev() { due.swap(i, rng.random_range(0..=i)); }
+                    for msg in due {
+                        match msg {
+                            Msg::Ask { from, to, fp, sent } => {
+                                if !sims[to].alive || now < paused_until[to] { continue; }
+                                let asker: NodeId = names[from].into();
+                                if let Some(term) = sims[to].leases.request(&asker, &fp, now) {
+                                    let delay = rng.random_range(0..200);
+                                    if !rng.random_bool(0.1) {
+                                        net.push((now + delay, Msg::Grant { from: to, to: from, fp, term, sent }));
+                                    }
+                                }
+                            }
+                            Msg::Grant { from, to, fp, term, sent } => {
+                                if !sims[to].alive || now < paused_until[to] { continue; }
+                                let granter: NodeId = names[from].into();
+                                sims[to].leases.granted(&granter, &fp, term, sent);
+                            }
+                        }
+                    }
+                    // The invariant.
+                    let views: Vec<Option<LeaseView>> = sims
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| (s.alive && now >= paused_until[i]).then(|| s.leases.view()))
+                        .collect();
+                    for key in &keys {
+                        let serving: Vec<&str> = views
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, v)| v.as_ref().is_some_and(|v| v.may_serve(key, now) == Serve::Now))
+                            .map(|(i, _)| names[i])
+                            .collect();
+                        if serving.len() > 1 {
+                            let state: Vec<String> = sims
+                                .iter()
+                                .map(|s| {
+                                    let v = s.leases.view();
+                                    format!(
+                                        "{}: alive {} ring {:?} holders {:?} held {:?} given {:?} old {} grants_from {}",
+                                        s.leases.me,
+                                        s.alive,
+                                        v.ring.nodes(),
+                                        v.ring.preference_list(key, 2).collect::<Vec<_>>(),
+                                        s.leases.held,
+                                        s.leases.given,
+                                        v.old_grants_until,
+                                        s.leases.grants_from
+                                    )
+                                })
+                                .collect();
+                            prop_assert!(false, "at {now} ms {serving:?} may all serve {key:?}:\n{}", state.join("\n"));
+                        }
+                    }
+                }
+                // The event: one fault at a time, each healed and settled (two
+                // terms) before the next; a fault is a node dropped from the
+                // others' rings without knowing it, a crash (then detected:
+                // the others drop it; healed: it restarts and rejoins), or a
+                // pause.
+                if let Some(Fault::Pause(_)) = fault {
+                    if paused_until.iter().all(|p| *p <= now) {
+                        fault = None;
+                        settled_at = now;
+                    }
+                }
+                let w = who % names.len();
+                let settled = fault.is_none() && now >= settled_at + 2 * TERM;
+                let without = |x: usize| -> Arc<Ring> {
+                    let rest: Vec<&str> = names.iter().copied().filter(|n| *n != names[x]).collect();
+                    ring(&rest)
+                };
+                match (kind, fault) {
+                    (0, None) if settled => {
+                        for (i, sim) in sims.iter_mut().enumerate() {
+                            if i != w { sim.leases.ring_changed(without(w)); }
+                        }
+                        fault = Some(Fault::Excluded(w));
+                    }
+                    (1, Some(Fault::Excluded(_))) => {
+                        for sim in &mut sims { sim.leases.ring_changed(full.clone()); }
+                        fault = None;
+                        settled_at = now;
+                    }
+                    (2, None) if settled => {
+                        sims[w].alive = false;
+                        fault = Some(Fault::Crashed(w));
+                    }
+                    (3, Some(Fault::Crashed(x))) => {
+                        for (i, sim) in sims.iter_mut().enumerate() {
+                            if i != x { sim.leases.ring_changed(without(x)); }
+                        }
+                        fault = Some(Fault::Detected(x));
+                    }
+                    (1, Some(Fault::Crashed(x) | Fault::Detected(x))) => {
+                        let mut leases = Leases::new(names[x].into(), TERM, MARGIN, 2, now);
+                        leases.ring_changed(full.clone());
+                        sims[x] = Sim { leases, alive: true };
+                        for sim in &mut sims { sim.leases.ring_changed(full.clone()); }
+                        fault = None;
+                        settled_at = now;
+                    }
+                    (4, None) if settled => {
+                        paused_until[w] = now + 1_500;
+                        fault = Some(Fault::Pause(w));
+                    }
+                    _ => {}
+                }
+                for sim in &mut sims { sim.leases.expire(now.saturating_sub(10_000)); }
+            }
+        }
+    }
+}
