@@ -63,9 +63,13 @@
 #![warn(missing_docs)]
 
 pub mod actix;
+#[cfg(feature = "actix-session")]
+pub mod actix_session;
 #[doc(hidden)]
 pub mod cli;
 pub mod config;
+#[cfg(feature = "tower-sessions")]
+pub mod tower_sessions;
 pub mod web;
 
 mod auth;
