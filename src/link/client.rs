@@ -18,7 +18,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-use super::{Frame, ACK, BATCH_BYTES, FAILED, LINK_PATH, OP, OP_REPLY, REPLICATE};
+use super::{
+    Frame, ACK, BATCH_BYTES, FAILED, LEASE, LEASE_REPLY, LINK_PATH, OP, OP_REPLY, REPLICATE,
+};
 use crate::auth::{self, Signer};
 use crate::ring::NodeId;
 use crate::tls::PeerTransport;
@@ -114,6 +116,16 @@ impl Links {
         let reply = self.request(internal_addr, OP, body, read).await?;
         match reply.kind {
             OP_REPLY => Ok(reply.body),
+            _ => Err(unexpected(reply)),
+        }
+    }
+
+    /// Asks the peer at `internal_addr` for a lease (JSON request); its reply
+    /// (JSON). Asked once: the next round asks again.
+    pub async fn lease(&self, internal_addr: &str, body: Bytes) -> Result<Bytes, LinkError> {
+        let reply = self.request(internal_addr, LEASE, body, false).await?;
+        match reply.kind {
+            LEASE_REPLY => Ok(reply.body),
             _ => Err(unexpected(reply)),
         }
     }

@@ -42,6 +42,9 @@ pub const READ: u8 = 0x01;
 pub const REPLICATE: u8 = 0x02;
 /// Request: a session operation (a `protocol::Request`, JSON).
 pub const OP: u8 = 0x03;
+/// Request: an ownership lease (`{"from", "fingerprint"}`, JSON; see
+/// `replication::lease`).
+pub const LEASE: u8 = 0x04;
 /// Reply: the session's data (compact JSON object).
 pub const FOUND: u8 = 0x81;
 /// Reply: no such session (unknown, expired or deleted).
@@ -52,6 +55,8 @@ pub const FAILED: u8 = 0x83;
 pub const ACK: u8 = 0x84;
 /// Reply: the outcome of a session operation (a `protocol::Reply`, JSON).
 pub const OP_REPLY: u8 = 0x85;
+/// Reply: a lease granted or not (`{"term_ms": n}` or `{}`, JSON).
+pub const LEASE_REPLY: u8 = 0x86;
 
 /// Bytes of a frame before its body: length, request id, kind.
 const HEADER_BYTES: usize = 4 + 8 + 1;

@@ -8,10 +8,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 
-use super::{Frame, ACK, FAILED, FOUND, MISSING, OP, OP_REPLY, READ, REPLICATE};
+use super::{
+    Frame, ACK, FAILED, FOUND, LEASE, LEASE_REPLY, MISSING, OP, OP_REPLY, READ, REPLICATE,
+};
 use crate::mesh::{DocumentWire, ErrorWire};
 use crate::node::Node;
 use crate::protocol::{Reply, Request};
+use crate::replication::client::{LeaseReply, LeaseRequest};
 use crate::session::SessionId;
 
 /// Largest WebSocket message either side accepts.
@@ -138,6 +141,24 @@ async fn answer(node: web::Data<Node>, frame: Frame) -> Bytes {
                 }
             }
         }
+        LEASE => match serde_json::from_slice::<LeaseRequest>(&frame.body) {
+            Ok(request) => {
+                let from: crate::ring::NodeId = request.from.as_str().into();
+                let term_ms = node
+                    .replication()
+                    .lease_request(&from, &request.fingerprint);
+                match serde_json::to_vec(&LeaseReply { term_ms }) {
+                    Ok(body) => Frame::encode(frame.id, LEASE_REPLY, &body, &mut out),
+                    Err(e) => failed(frame.id, "internal", &e.to_string(), &mut out),
+                }
+            }
+            Err(e) => failed(
+                frame.id,
+                "bad_request",
+                &format!("malformed lease request: {e}"),
+                &mut out,
+            ),
+        },
         REPLICATE => match node.replication().apply_batch(&frame.body) {
             Ok(ack) => Frame::encode(frame.id, ACK, &ack, &mut out),
             Err(e) => failed(

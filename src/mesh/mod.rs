@@ -389,6 +389,9 @@ async fn start_steps(
             max_sessions: config.max_sessions,
             // The others need several gossip intervals to declare a node dead.
             pause_threshold: (config.gossip_interval * 2).max(Duration::from_millis(200)),
+            // Several gossip intervals, at least a second: a grant outlives a
+            // few lost renewals, and takeover after a crash waits at most this.
+            lease_term: (config.gossip_interval * 4).max(Duration::from_secs(1)),
         },
         store.clone(),
         view_cell,

@@ -45,6 +45,23 @@ pub struct BatchAck {
     pub refused: Vec<String>,
 }
 
+/// A request for an ownership lease.
+#[derive(Serialize, Deserialize)]
+pub struct LeaseRequest {
+    /// The asking node.
+    pub from: String,
+    /// The fingerprint of its ring.
+    pub fingerprint: String,
+}
+
+/// The answer to a [`LeaseRequest`].
+#[derive(Serialize, Deserialize)]
+pub struct LeaseReply {
+    /// The term granted, in milliseconds; absent when refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term_ms: Option<u64>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
     #[error("peer unreachable: {0}")]
@@ -151,6 +168,30 @@ impl InternalClient {
             return Err(PeerError::Failed(format!("status {}", response.status())));
         }
         response.json().await.map_err(Self::map_err)
+    }
+
+    /// Asks a peer for an ownership lease under `fingerprint`: the term it
+    /// granted, `None` when it refused (or does not know leases).
+    pub async fn lease(
+        &self,
+        internal_addr: &str,
+        me: &str,
+        fingerprint: &str,
+    ) -> Result<Option<u64>, PeerError> {
+        let body = serde_json::to_vec(&LeaseRequest {
+            from: me.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+        })
+        .map_err(|e| PeerError::Failed(e.to_string()))?;
+        match self.links.lease(internal_addr, Bytes::from(body)).await {
+            Ok(reply) => serde_json::from_slice::<LeaseReply>(&reply)
+                .map(|r| r.term_ms)
+                .map_err(|e| PeerError::Failed(e.to_string())),
+            // A version before leases: no grant.
+            Err(LinkError::Unsupported) => Ok(None),
+            Err(LinkError::Failed { code, .. }) if code == "unknown_request" => Ok(None),
+            Err(e) => Err(PeerError::Unreachable(e.to_string())),
+        }
     }
 
     /// A peer's copy of a session (live or tombstone), if it has one.

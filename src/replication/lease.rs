@@ -86,8 +86,6 @@ pub struct LeaseView {
     /// When the last grant given under another fingerprint ends: (c) holds
     /// from then on.
     pub old_grants_until: Millis,
-    /// When the last grant given under the current fingerprint ends.
-    pub given_until: Millis,
     /// Before this, grants of this node's previous incarnation may still run.
     grants_from: Millis,
 }
@@ -212,11 +210,9 @@ impl Leases {
         };
         let mut given = HashMap::new();
         let mut old_grants_until = 0;
-        let mut given_until = 0;
         for (node, (fp, until)) in &self.given {
             if fp == fingerprint {
                 given.insert(node.clone(), *until);
-                given_until = given_until.max(*until);
             } else {
                 old_grants_until = old_grants_until.max(*until);
             }
@@ -229,7 +225,6 @@ impl Leases {
             given,
             held_by_all_until,
             old_grants_until,
-            given_until,
             grants_from: self.grants_from,
         }
     }

@@ -44,7 +44,7 @@ mod rebalance;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -61,6 +61,7 @@ use crate::session::{
     WriteError,
 };
 use client::{InternalClient, PeerError};
+use lease::{LeaseView, Leases, Serve};
 use pause::PauseDetector;
 
 pub use rebalance::HandoffProgress;
@@ -122,6 +123,10 @@ pub struct ReplicationStats {
     pub stale_writes: AtomicU64,
     /// Copies from peers refused because their data is over `max_session_bytes`.
     pub refused_copies: AtomicU64,
+    /// Operations that asked the other holders because this node's lease
+    /// did not cover the session, and writes that waited for a grant to end.
+    pub lease_read_throughs: AtomicU64,
+    pub lease_waits: AtomicU64,
     /// Times this process was found paused, and copies put in doubt then.
     pub pauses: AtomicU64,
     pub doubted_copies: AtomicU64,
@@ -140,6 +145,8 @@ pub struct ReplicationConfig {
     /// A stop of the whole process longer than this puts its copies in doubt
     /// (see [`pause`]); well under the time the others take to declare it dead.
     pub pause_threshold: Duration,
+    /// How long an ownership lease lasts (see [`lease`]).
+    pub lease_term: Duration,
 }
 
 /// What became of one copy sent to a peer.
@@ -174,6 +181,12 @@ struct Inner {
     /// The ring under which copies this node regained were last put in doubt
     /// (see [`Inner::regained`]).
     doubted_for: ArcSwap<Ring>,
+    /// This node's leases, changed by the lease task and peers' requests...
+    leases: Mutex<Leases>,
+    /// ...and what request handlers consult.
+    lease_view: ArcSwap<LeaseView>,
+    /// The origin of the lease clock (monotonic).
+    clock: Instant,
     stop: CancellationToken,
 }
 
@@ -195,7 +208,19 @@ impl Replication {
         client: InternalClient,
     ) -> std::io::Result<Replication> {
         let doubted_for = ArcSwap::new(view.load().ring.clone());
+        let term = config.lease_term.as_millis().max(1) as u64;
+        let leases = Leases::new(
+            self_id.clone(),
+            term,
+            term / 10 + 10,
+            config.replication_factor,
+            0,
+        );
+        let lease_view = ArcSwap::from_pointee(leases.view());
         let inner = Arc::new(Inner {
+            leases: Mutex::new(leases),
+            lease_view,
+            clock: Instant::now(),
             doubted_for,
             self_id,
             config,
@@ -219,8 +244,9 @@ impl Replication {
         })?;
         let _ = inner.pause.set(detector);
         let doubter = tokio::spawn(doubt_regained_copies(inner.clone(), views.clone()));
+        let leaser = tokio::spawn(renew_leases(inner.clone(), views.clone()));
         let rebalancer = tokio::spawn(rebalance::run(inner.clone(), views));
-        inner.tasks.lock().extend([doubter, rebalancer]);
+        inner.tasks.lock().extend([doubter, leaser, rebalancer]);
         Ok(Replication { inner })
     }
 
@@ -291,7 +317,7 @@ impl Replication {
     /// Reads a session held here, looking it up on the other holders first when
     /// this node does not know it. `f` sees the session under the store lock.
     pub async fn read<T>(&self, id: &SessionId, f: impl FnOnce(&Session) -> T) -> Option<T> {
-        self.caught_up(id).await;
+        self.caught_up(id, false).await;
         let store = &self.inner.store;
         let (value, touch) = match store.read(id, now_millis(), f) {
             Ok(found) => found,
@@ -374,7 +400,7 @@ impl Replication {
         id: &SessionId,
         change: impl Fn() -> Result<(T, Entry), WriteError>,
     ) -> Result<T, OwnerError> {
-        self.caught_up(id).await;
+        self.caught_up(id, true).await;
         if self.inner.store.known(id, now_millis()) == Known::Unknown {
             self.read_through(id).await;
         }
@@ -471,13 +497,67 @@ impl Replication {
     /// Returns once a pause of the process, if one just ended, has been
     /// handled, and once this node's copy of `id` can be trusted: a copy it
     /// holds again after a ring change is looked up on the other holders first.
-    async fn caught_up(&self, id: &SessionId) {
+    ///
+    /// Then the lease (see [`lease`]): when this node may not serve `id` from
+    /// memory, it asks the other holders first; a `write` also waits (at most
+    /// two terms) for the grants it gave a holder before it, or under another
+    /// ring, to run out, so that no node still serving by them misses it.
+    async fn caught_up(&self, id: &SessionId, write: bool) {
         if let Some(pause) = self.inner.pause.get() {
             pause.caught_up().await;
         }
-        if self.inner.regained(id) {
+        let inner = &self.inner;
+        let mut asked = false;
+        if write {
+            let deadline = inner.now_ms() + 2 * inner.leases.lock().term();
+            loop {
+                let now = inner.now_ms();
+                match inner.lease_view.load().may_serve(id.as_bytes(), now) {
+                    Serve::After(until) if until <= deadline => {
+                        inner.stats.lease_waits.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(until - now)).await;
+                    }
+                    Serve::Now => break,
+                    Serve::After(_) | Serve::Ask => {
+                        self.read_through(id).await;
+                        asked = true;
+                        break;
+                    }
+                }
+            }
+        } else if inner
+            .lease_view
+            .load()
+            .may_serve(id.as_bytes(), inner.now_ms())
+            != Serve::Now
+        {
+            self.read_through(id).await;
+            asked = true;
+        }
+        if asked {
+            inner
+                .stats
+                .lease_read_throughs
+                .fetch_add(1, Ordering::Relaxed);
+        } else if inner.regained(id) {
             self.read_through(id).await;
         }
+    }
+
+    /// A peer asks for a lease under `fingerprint`: the term granted, if any.
+    pub fn lease_request(&self, from: &NodeId, fingerprint: &str) -> Option<u64> {
+        let inner = &self.inner;
+        let mut leases = inner.leases.lock();
+        let granted = leases.request(from, fingerprint, inner.now_ms());
+        inner.lease_view.store(Arc::new(leases.view()));
+        granted
+    }
+
+    /// Whether this node serves sessions from memory now (all leases held).
+    pub fn lease_held(&self) -> bool {
+        let now = self.inner.now_ms();
+        let view = self.inner.lease_view.load();
+        now < view.held_by_all_until && now >= view.old_grants_until
     }
 
     /// Sends a new copy to the other holders and waits for enough of them.
@@ -613,6 +693,11 @@ impl Replication {
 }
 
 impl Inner {
+    /// Now on the lease clock.
+    fn now_ms(&self) -> lease::Millis {
+        self.clock.elapsed().as_millis() as u64
+    }
+
     /// Whether the ring changed since copies were last put in doubt and this
     /// node holds `id` under the new ring but did not under the old one: while
     /// it did not, writes went to other nodes, so its copy may be stale. (The
@@ -784,6 +869,53 @@ async fn doubt_regained_copies(inner: Arc<Inner>, mut views: watch::Receiver<Arc
         }
         let ring = views.borrow_and_update().ring.clone();
         inner.doubt_regained(&ring);
+    }
+}
+
+/// The task that keeps this node's leases: asks every other ring member for a
+/// grant every third of a term, and at once when the ring changes.
+async fn renew_leases(inner: Arc<Inner>, mut views: watch::Receiver<Arc<ClusterView>>) {
+    let every = Duration::from_millis(inner.leases.lock().renew_every());
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let view = views.borrow_and_update().clone();
+        let (ask, fingerprint) = {
+            let mut leases = inner.leases.lock();
+            leases.ring_changed(view.ring.clone());
+            let expired_before = inner.now_ms().saturating_sub(leases.term());
+            leases.expire(expired_before);
+            inner.lease_view.store(Arc::new(leases.view()));
+            leases.to_ask()
+        };
+        let sent = inner.now_ms();
+        let asks = ask.into_iter().filter_map(|peer| {
+            let addr = view.internal_addr(&peer)?.to_owned();
+            let (client, fingerprint) = (inner.client.clone(), fingerprint.clone());
+            let me = inner.self_id.clone();
+            Some(async move {
+                let term = client.lease(&addr, &me, &fingerprint).await.ok().flatten();
+                (peer, term)
+            })
+        });
+        let answers = tokio::select! {
+            _ = inner.stop.cancelled() => return,
+            answers = futures_util::future::join_all(asks) => answers,
+        };
+        {
+            let mut leases = inner.leases.lock();
+            for (peer, term) in answers {
+                if let Some(term) = term {
+                    leases.granted(&peer, &fingerprint, term, sent);
+                }
+            }
+            inner.lease_view.store(Arc::new(leases.view()));
+        }
+        tokio::select! {
+            _ = inner.stop.cancelled() => return,
+            _ = ticker.tick() => {}
+            changed = views.changed() => if changed.is_err() { return },
+        }
     }
 }
 
