@@ -55,22 +55,19 @@ RUN set -eu; \
 #    only the project's own code changes. It builds what the build below builds (same
 #    command, same manifests, same features), and it must succeed: a recipe that
 #    cargo cannot build fails the image rather than leaving every dependency to the
-#    build below. Then the workspace's own (stub) artifacts go, so that the build
-#    below compiles the real sources whatever their times, and the stubs go.
+#    build below. The stubs go; the target directory stays.
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY --from=recipe /recipe/ ./
-RUN set -eu; \
-    cargo build --release --locked -p sessionmesh --bin sessionmesh; \
-    cargo metadata --no-deps --format-version 1 --offline >/tmp/metadata.json; \
-    members=$(tr '{' '\n' </tmp/metadata.json \
-        | sed -n 's/^"name":"\([^"]*\)","version":"[^"]*","id":".*/\1/p'); \
-    [ -n "$members" ] || { echo "no workspace members in cargo metadata" >&2; exit 1; }; \
-    for member in $members; do cargo clean --release -p "$member"; done; \
-    find . -mindepth 1 -maxdepth 1 ! -name target -exec rm -rf {} +
-COPY . .
-# Compiles the workspace's crates only; --version guards against a stub binary.
 RUN cargo build --release --locked -p sessionmesh --bin sessionmesh \
+ && find . -mindepth 1 -maxdepth 1 ! -name target -exec rm -rf {} +
+COPY . .
+# The workspace's own crates were compiled from stubs, and COPY keeps the files' own
+# (older) times: cargo would take the stub artifacts for up to date. Touching every
+# source makes each workspace crate the stub build compiled (and no dependency: they
+# live outside /src) out of date. `--version` guards against a stub binary anyway.
+RUN find . -path ./target -prune -o -name '*.rs' -type f -exec touch {} + \
+ && cargo build --release --locked -p sessionmesh --bin sessionmesh \
  && mkdir -p /out \
  && strip --strip-debug -o /out/sessionmesh target/release/sessionmesh \
  && /out/sessionmesh --version | grep -q '^sessionmesh '
