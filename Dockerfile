@@ -50,6 +50,9 @@ RUN set -eu; \
         put "$src"; printf '#![allow(dead_code)]\nfn main() {}\n' >"$out/${src#"$root"/}"; \
     done </tmp/targets; \
     echo "recipe:"; find "$out" -type f | sort
+# Last, so as not to touch the cache of the steps above: scripts/build-image.sh keeps
+# the newest image of each stage (the layer cache of its next build) and removes older ones.
+LABEL io.sessionmesh.stage=recipe
 
 # 2. The build. Dependencies first, on the recipe's stubs: this layer is reused while
 #    only the project's own code changes. It builds what the build below builds (same
@@ -71,6 +74,7 @@ RUN find . -path ./target -prune -o -name '*.rs' -type f -exec touch {} + \
  && mkdir -p /out \
  && strip --strip-debug -o /out/sessionmesh target/release/sessionmesh \
  && /out/sessionmesh --version | grep -q '^sessionmesh '
+LABEL io.sessionmesh.stage=build
 
 FROM ${RUNTIME_IMAGE}
 RUN useradd --system --uid 10001 --user-group --home-dir /nonexistent --no-create-home \

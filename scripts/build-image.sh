@@ -179,10 +179,15 @@ else
     say "dependency layer: reused"
 fi
 say "compiled with the sources: ${compiled_after:-nothing (reused)}"
-# Earlier builds of the tag, now untagged, and the build stages of earlier builds
-# (the newest one stays: it is the layer cache of the next build).
+# Earlier builds of the tag, now untagged, and the stages of earlier builds: the
+# newest image of each stage (labelled io.sessionmesh.stage) stays, because it holds
+# the layer cache of the next build (the build stage's holds the dependency layer).
 docker image prune -f --filter label=io.sessionmesh.built-by=build-image.sh >/dev/null
-stale=$(docker images -q --filter dangling=true --filter label=io.sessionmesh.cargo-lock | tail -n +2)
+keep=$(for stage in recipe build; do
+    docker images -q --filter dangling=true --filter "label=io.sessionmesh.stage=$stage" | sed -n 1p
+done)
+stale=$(docker images -q --filter dangling=true --filter label=io.sessionmesh.cargo-lock \
+    | grep -vxF -e "${keep:-none}" || true)
 if [ -n "$stale" ]; then
     # shellcheck disable=SC2086 # a list of image ids
     docker rmi $stale >/dev/null 2>&1 || true
