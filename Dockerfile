@@ -35,6 +35,7 @@ RUN set -eu; \
     { echo "$root/Cargo.toml"; grep -o '"manifest_path":"[^"]*"' /tmp/metadata.json | cut -d'"' -f4; } \
         | sort -u >/tmp/manifests; \
     while read -r manifest; do put "$manifest"; cp "$manifest" "$out/${manifest#"$root"/}"; done </tmp/manifests; \
+    while read -r manifest; do cat "$manifest"; done </tmp/manifests >/tmp/manifests.toml; \
     cp Cargo.lock "$out/"; \
     if [ -d .cargo ]; then cp -R .cargo "$out/"; fi; \
     tr '{' '\n' </tmp/metadata.json | grep '"src_path":"' >/tmp/targets; \
@@ -44,8 +45,7 @@ RUN set -eu; \
         src=$(printf '%s\n' "$target" | sed -n 's/.*"src_path":"\([^"]*\)".*/\1/p'); \
         case $kind in \
             test|bench|example) \
-                xargs cat </tmp/manifests \
-                    | grep -Eq "name[[:space:]]*=[[:space:]]*[\"']$name[\"']" || continue ;; \
+                grep -Eq "name[[:space:]]*=[[:space:]]*[\"']${name}[\"']" /tmp/manifests.toml || continue ;; \
         esac; \
         put "$src"; printf '#![allow(dead_code)]\nfn main() {}\n' >"$out/${src#"$root"/}"; \
     done </tmp/targets; \
