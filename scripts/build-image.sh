@@ -18,7 +18,9 @@
 #
 # Each base is rebuilt only when missing (the toolchain base per rustc version, the
 # vendored layer per Cargo.lock); the final build reuses Docker's layer cache. Running
-# it twice is cheap. Installs debootstrap with apt-get when it is missing.
+# it twice is cheap. Installs debootstrap with apt-get when it is missing. Fails when
+# the Dockerfile's build after `COPY . .` compiled a dependency (its dependency layer
+# should have), and says what the dependency layer and that build compiled.
 #
 # Usage: scripts/build-image.sh [--tag NAME] [--rebuild-bases]
 # Environment: SESSIONMESH_BUILD_DIR (scratch and .deb cache, default
@@ -152,10 +154,40 @@ DOCKER_BUILDKIT=0 docker build \
     --label org.opencontainers.image.revision="$revision" \
     -t "$tag" . >"$work/docker-build.log" 2>&1 \
     || { tail -n 40 "$work/docker-build.log" >&2; echo "build-image.sh: docker build failed (log: $work/docker-build.log)" >&2; exit 1; }
-# Earlier builds of the tag, now untagged, and the build stages of earlier builds
-# (the newest one stays: it is the layer cache of the next build).
+# The Dockerfile's dependency layer did its job: once the sources are in (its last
+# `COPY . .`), cargo compiles the workspace's own crates and no dependency. Cargo
+# names a crate of the workspace with its directory ("Compiling sessionmesh v0.1.0
+# (/src)"), a dependency without one. A dependency compiled there means the stub
+# build missed it (other features, flags or targets than the real build), and every
+# code change would compile it again.
+log=$work/docker-build.log
+# The legacy builder colours a step's stderr (cargo's output) with escape sequences.
+plain=$(sed 's/\x1b\[[0-9;]*m//g' "$log")
+sources_at=$(awk '/^Step [0-9]+\/[0-9]+ : COPY \. \.$/ { at = NR } END { print at + 0 }' <<<"$plain")
+[ "$sources_at" -gt 0 ] || { echo "build-image.sh: no 'COPY . .' step in $log" >&2; exit 1; }
+compiled_before=$(head -n "$sources_at" <<<"$plain" | grep -cE '^ +Compiling ' || true)
+compiled_after=$(tail -n +"$sources_at" <<<"$plain" | grep -E '^ +Compiling ' | awk '{ print $2 }' | paste -sd' ' - || true)
+late_deps=$(tail -n +"$sources_at" <<<"$plain" | grep -E '^ +Compiling ' | grep -v ' (/' || true)
+if [ -n "$late_deps" ]; then
+    head -n 10 <<<"$late_deps" >&2
+    echo "build-image.sh: the build after COPY . . compiled dependencies; the Dockerfile's dependency layer does not cover them (log: $log)" >&2
+    exit 1
+fi
+if [ "$compiled_before" -gt 0 ]; then
+    say "dependency layer: compiled $compiled_before crates"
+else
+    say "dependency layer: reused"
+fi
+say "compiled with the sources: ${compiled_after:-nothing (reused)}"
+# Earlier builds of the tag, now untagged, and the stages of earlier builds: the
+# newest image of each stage (labelled io.sessionmesh.stage) stays, because it holds
+# the layer cache of the next build (the build stage's holds the dependency layer).
 docker image prune -f --filter label=io.sessionmesh.built-by=build-image.sh >/dev/null
-stale=$(docker images -q --filter dangling=true --filter label=io.sessionmesh.cargo-lock | tail -n +2)
+keep=$(for stage in recipe build; do
+    docker images -q --filter dangling=true --filter "label=io.sessionmesh.stage=$stage" | sed -n 1p
+done)
+stale=$(docker images -q --filter dangling=true --filter label=io.sessionmesh.cargo-lock \
+    | grep -vxF -e "${keep:-none}" || true)
 if [ -n "$stale" ]; then
     # shellcheck disable=SC2086 # a list of image ids
     docker rmi $stale >/dev/null 2>&1 || true
