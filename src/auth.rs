@@ -7,6 +7,10 @@
 //! [`MAX_SKEW_MS`] away from the receiver's clock is refused, which bounds replays
 //! to that window; the body digest means a captured signature cannot carry another body.
 //!
+//! The signer may also hold other cluster secrets (`cluster_previous_secrets`,
+//! for a key rotation): signatures and proofs made with any of them are
+//! accepted, while everything this node signs uses `cluster_secret`.
+//!
 //! A forwarded request may also carry [`SESSION_HEADER`]: the session id that the
 //! entry node read from a cookie whose signature it checked, so that the owner
 //! need not check it again. When present, the header's value is part of the
@@ -18,7 +22,9 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::config::Secret;
+use std::sync::Arc;
+
+use crate::config::{Config, Secret};
 use crate::session::{now_millis, UnixMillis};
 
 /// Header carrying the signature of an internal request.
@@ -34,12 +40,15 @@ const EMPTY_BODY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934
 /// Largest accepted difference between the signer's clock and ours.
 pub const MAX_SKEW_MS: u64 = 30_000;
 
-/// Signs and checks with the cluster secret. `Debug` shows no secret.
+/// Signs with the cluster secret and checks with it and the other accepted
+/// secrets. `Debug` shows no secret.
 #[derive(Clone)]
 pub struct Signer {
     /// HMAC state keyed once with the cluster secret; cloned per message, which
     /// saves re-deriving the padded key blocks every time.
     keyed: Hmac<Sha256>,
+    /// The same for each other accepted secret (never used to sign).
+    others: Arc<[Hmac<Sha256>]>,
 }
 
 impl std::fmt::Debug for Signer {
@@ -61,27 +70,73 @@ pub enum AuthError {
     BadSignature,
 }
 
+fn keyed(secret: &Secret) -> Hmac<Sha256> {
+    Hmac::<Sha256>::new_from_slice(secret.expose()).expect("HMAC accepts keys of any length")
+}
+
+/// `keyed` over `parts`, each followed by a newline.
+fn mac_with(keyed: &Hmac<Sha256>, parts: &[&[u8]]) -> Hmac<Sha256> {
+    let mut mac = keyed.clone();
+    for part in parts {
+        mac.update(part);
+        mac.update(b"\n");
+    }
+    mac
+}
+
 impl Signer {
-    /// Signs and checks with `secret`.
+    /// Signs and checks with `secret` alone.
     pub fn new(secret: Secret) -> Signer {
+        Signer::with_others(secret, &[])
+    }
+
+    /// Signs with `secret`; also accepts what `others` signed.
+    pub fn with_others(secret: Secret, others: &[Secret]) -> Signer {
         Signer {
-            keyed: Hmac::<Sha256>::new_from_slice(secret.expose())
-                .expect("HMAC accepts keys of any length"),
+            keyed: keyed(&secret),
+            others: others.iter().map(keyed).collect(),
         }
     }
 
-    /// An HMAC over `parts`, each followed by a newline.
+    /// The cluster's signer: `cluster_secret`, and `cluster_previous_secrets` accepted.
+    pub fn for_cluster(config: &Config) -> Signer {
+        Signer::with_others(
+            config.cluster_secret.clone(),
+            &config.cluster_previous_secrets,
+        )
+    }
+
+    /// Every accepted key, the signing one first.
+    fn keys(&self) -> impl Iterator<Item = &Hmac<Sha256>> {
+        std::iter::once(&self.keyed).chain(self.others.iter())
+    }
+
+    /// An HMAC over `parts`, each followed by a newline, with the signing key.
     pub fn mac(&self, parts: &[&[u8]]) -> Hmac<Sha256> {
-        let mut mac = self.keyed.clone();
-        for part in parts {
-            mac.update(part);
-            mac.update(b"\n");
-        }
-        mac
+        mac_with(&self.keyed, parts)
     }
 
+    /// Whether `tag` is the HMAC of `parts` (as [`Signer::mac`] makes it) under
+    /// any accepted key; compared in constant time.
+    pub fn verify_mac(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+        self.keys()
+            .any(|keyed| mac_with(keyed, parts).verify_slice(tag).is_ok())
+    }
+
+    /// One 32-byte key per accepted secret, the signing one first: HMAC-SHA256
+    /// of `label` and a newline under the secret. A label must not begin like
+    /// anything else this module MACs (`v1\n`, `admit\n`), so that no signature
+    /// or proof a node hands out can ever equal a derived key.
+    pub fn derive_keys(&self, label: &[u8]) -> Vec<[u8; 32]> {
+        self.keys()
+            .map(|keyed| mac_with(keyed, &[label]).finalize().into_bytes().into())
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn request_mac(
         &self,
+        keyed: &Hmac<Sha256>,
         millis: UnixMillis,
         node_id: &str,
         method: &str,
@@ -97,14 +152,17 @@ impl Signer {
             &digest
         };
         let mut millis_text = [0u8; 20];
-        let mut mac = self.mac(&[
-            b"v1",
-            decimal(millis, &mut millis_text),
-            node_id.as_bytes(),
-            method.as_bytes(),
-            path.as_bytes(),
-            digest.as_bytes(),
-        ]);
+        let mut mac = mac_with(
+            keyed,
+            &[
+                b"v1",
+                decimal(millis, &mut millis_text),
+                node_id.as_bytes(),
+                method.as_bytes(),
+                path.as_bytes(),
+                digest.as_bytes(),
+            ],
+        );
         if let Some(session) = session {
             mac.update(b"session ");
             mac.update(session.as_bytes());
@@ -130,7 +188,15 @@ impl Signer {
     ) -> String {
         let millis = now_millis();
         let tag = self
-            .request_mac(millis, node_id, method, path_and_query, body, session)
+            .request_mac(
+                &self.keyed,
+                millis,
+                node_id,
+                method,
+                path_and_query,
+                body,
+                session,
+            )
             .finalize()
             .into_bytes();
         format!("v1.{millis}.{node_id}.{}", URL_SAFE_NO_PAD.encode(tag))
@@ -169,10 +235,23 @@ impl Signer {
         if now_millis().abs_diff(millis) > MAX_SKEW_MS {
             return Err(AuthError::Stale);
         }
-        self.request_mac(millis, node_id, method, path_and_query, body, session)
+        let signed_by_one = self.keys().any(|keyed| {
+            self.request_mac(
+                keyed,
+                millis,
+                node_id,
+                method,
+                path_and_query,
+                body,
+                session,
+            )
             .verify_slice(&given[..len])
-            .map_err(|_| AuthError::BadSignature)?;
-        Ok(node_id)
+            .is_ok()
+        });
+        match signed_by_one {
+            true => Ok(node_id),
+            false => Err(AuthError::BadSignature),
+        }
     }
 }
 
@@ -236,6 +315,35 @@ mod tests {
     }
 
     #[test]
+    fn other_secrets_are_accepted_but_never_used_to_sign() {
+        let old = signer("the-old-cluster-secret-xxxxxxxxx");
+        let new = Secret::new(b"the-new-cluster-secret-xxxxxxxxx".to_vec());
+        let old_secret = Secret::new(b"the-old-cluster-secret-xxxxxxxxx".to_vec());
+        let rotated = Signer::with_others(new.clone(), &[old_secret]);
+        let by_old = old.sign("node1", "GET", PATH, b"");
+        assert_eq!(rotated.verify(Some(&by_old), "GET", PATH, b""), Ok("node1"));
+        let by_rotated = rotated.sign("node2", "GET", PATH, b"");
+        assert_eq!(
+            old.verify(Some(&by_rotated), "GET", PATH, b""),
+            Err(AuthError::BadSignature),
+            "signed with the new secret, which the old signer lacks"
+        );
+        assert_eq!(
+            Signer::new(new).verify(Some(&by_rotated), "GET", PATH, b""),
+            Ok("node2")
+        );
+        let parts: [&[u8]; 2] = [b"admit", b"x"];
+        let proof = old.mac(&parts).finalize().into_bytes();
+        assert!(rotated.verify_mac(&parts, &proof));
+        assert!(!rotated.verify_mac(&[b"admit", b"y"], &proof));
+        assert!(!signer("yet-another-secret-xxxxxxxxxxxxx").verify_mac(&parts, &proof));
+        let keys = rotated.derive_keys(b"label");
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[1], old.derive_keys(b"label")[0]);
+        assert_ne!(keys[0], keys[1]);
+    }
+
+    #[test]
     fn the_empty_body_digest_and_the_number_format_are_the_usual_ones() {
         assert_eq!(EMPTY_BODY_SHA256, hex(&Sha256::digest(b"")));
         let mut buf = [0u8; 20];
@@ -286,7 +394,7 @@ mod tests {
         let s = signer("cluster-secret-cluster-secret-xx");
         let old = now_millis() - MAX_SKEW_MS - 1_000;
         let tag = s
-            .request_mac(old, "n", "GET", "/x", b"", None)
+            .request_mac(&s.keyed, old, "n", "GET", "/x", b"", None)
             .finalize()
             .into_bytes();
         let stale = format!("v1.{old}.n.{}", URL_SAFE_NO_PAD.encode(tag));

@@ -65,6 +65,8 @@ const KEYS: &[&str] = &[
     "handoff_rate",
     "cookie_previous_secrets",
     "cookie_previous_secrets_file",
+    "cluster_previous_secrets",
+    "cluster_previous_secrets_file",
     "max_sessions",
     "max_header_bytes",
     "max_connections",
@@ -78,9 +80,10 @@ const KEYS: &[&str] = &[
 ];
 
 /// Secrets given directly, and the key that gives the same secret through a file.
-const SECRET_KEYS: [(&str, &str); 4] = [
+const SECRET_KEYS: [(&str, &str); 5] = [
     ("cookie_secret", "cookie_secret_file"),
     ("cookie_previous_secrets", "cookie_previous_secrets_file"),
+    ("cluster_previous_secrets", "cluster_previous_secrets_file"),
     ("cluster_secret", "cluster_secret_file"),
     ("api_token", "api_token_file"),
 ];
@@ -186,6 +189,12 @@ pub struct ServeArgs {
     /// File holding the earlier cookie secrets, comma-separated
     #[arg(long, value_name = "FILE")]
     pub cookie_previous_secrets_file: Option<String>,
+    /// Other cluster secrets accepted from peers, comma-separated (key rotation); cluster_secret signs
+    #[arg(long, value_name = "SECRETS")]
+    pub cluster_previous_secrets: Option<String>,
+    /// File holding the other accepted cluster secrets, comma-separated
+    #[arg(long, value_name = "FILE")]
+    pub cluster_previous_secrets_file: Option<String>,
     /// Most sessions (and tombstones) one node holds; creations past it get 503 [default: 2000000]
     #[arg(long, value_name = "N")]
     pub max_sessions: Option<String>,
@@ -275,6 +284,14 @@ impl fmt::Debug for ServeArgs {
             .field(
                 "cookie_previous_secrets_file",
                 &self.cookie_previous_secrets_file,
+            )
+            .field(
+                "cluster_previous_secrets",
+                &redacted(&self.cluster_previous_secrets),
+            )
+            .field(
+                "cluster_previous_secrets_file",
+                &self.cluster_previous_secrets_file,
             )
             .field("max_sessions", &self.max_sessions)
             .field("max_header_bytes", &self.max_header_bytes)
@@ -367,6 +384,10 @@ pub struct Config {
     /// Earlier cookie secrets still accepted (newest first); cookies are always
     /// signed with `cookie_secret`.
     pub cookie_previous_secrets: Vec<Secret>,
+    /// Other cluster secrets accepted from peers (gossip, internal requests,
+    /// admission proofs) during a key rotation; everything this node sends is
+    /// signed with `cluster_secret`.
+    pub cluster_previous_secrets: Vec<Secret>,
     /// How often a node gossips.
     pub gossip_interval: Duration,
     /// How long a dead member is remembered before removal.
@@ -656,7 +677,11 @@ impl Config {
         let api_token = raw.secret("api_token", 1)?;
         let cookie_previous_secrets = match raw.secret("cookie_previous_secrets", 1)? {
             None => Vec::new(),
-            Some(list) => split_secrets(list.expose())?,
+            Some(list) => split_secrets("cookie_previous_secrets", list.expose())?,
+        };
+        let cluster_previous_secrets = match raw.secret("cluster_previous_secrets", 1)? {
+            None => Vec::new(),
+            Some(list) => split_secrets("cluster_previous_secrets", list.expose())?,
         };
         let gossip_interval = raw
             .parse("gossip_interval", parse_gossip_interval)?
@@ -737,6 +762,7 @@ impl Config {
             cluster_secret,
             api_token,
             cookie_previous_secrets,
+            cluster_previous_secrets,
             max_sessions,
             max_header_bytes,
             max_connections,
@@ -915,6 +941,8 @@ impl Raw {
             api_token_file,
             cookie_previous_secrets,
             cookie_previous_secrets_file,
+            cluster_previous_secrets,
+            cluster_previous_secrets_file,
             max_sessions,
             max_header_bytes,
             max_connections,
@@ -956,6 +984,11 @@ impl Raw {
             ("api_token_file", api_token_file),
             ("cookie_previous_secrets", cookie_previous_secrets),
             ("cookie_previous_secrets_file", cookie_previous_secrets_file),
+            ("cluster_previous_secrets", cluster_previous_secrets),
+            (
+                "cluster_previous_secrets_file",
+                cluster_previous_secrets_file,
+            ),
             ("max_sessions", max_sessions),
             ("max_header_bytes", max_header_bytes),
             ("max_connections", max_connections),
@@ -1291,14 +1324,14 @@ fn parse_workers(text: &str) -> Result<usize, String> {
 }
 
 /// Splits a comma-separated list of secrets; each must have `MIN_SECRET_BYTES`.
-fn split_secrets(list: &[u8]) -> Result<Vec<Secret>, ConfigError> {
+fn split_secrets(key: &'static str, list: &[u8]) -> Result<Vec<Secret>, ConfigError> {
     list.split(|b| *b == b',')
         .map(|part| part.trim_ascii())
         .filter(|part| !part.is_empty())
         .map(|part| {
             if part.len() < MIN_SECRET_BYTES {
                 Err(ConfigError::Invalid {
-                    key: "cookie_previous_secrets",
+                    key,
                     origin: Origin::Default,
                     expected: format!(
                         "comma-separated secrets of at least {MIN_SECRET_BYTES} bytes each"
@@ -1851,6 +1884,25 @@ mod tests {
         let vars = env(&[("SESSIONMESH_COOKIE_SECRET_FILE", secret.to_str().unwrap())]);
         let config = Config::load_from(&args, vars).unwrap();
         assert_eq!(config.cookie_secret.expose(), SECRET_B.as_bytes());
+
+        // Other cluster secrets: a comma-separated list, each long enough,
+        // never echoed; the error names the key.
+        let both = format!("{SECRET_A}, {SECRET_B}");
+        let config = load_env(&[("SESSIONMESH_CLUSTER_PREVIOUS_SECRETS", &both)]).unwrap();
+        let previous: Vec<&[u8]> = config
+            .cluster_previous_secrets
+            .iter()
+            .map(Secret::expose)
+            .collect();
+        assert_eq!(previous, [SECRET_A.as_bytes(), SECRET_B.as_bytes()]);
+        let short = format!("{SECRET_A},hunter2");
+        let message = error_of(load_env(&[(
+            "SESSIONMESH_CLUSTER_PREVIOUS_SECRETS",
+            &short,
+        )]));
+        assert!(message.contains("`cluster_previous_secrets`"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(load_env(&[]).unwrap().cluster_previous_secrets.is_empty());
     }
 
     #[test]

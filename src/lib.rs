@@ -49,8 +49,9 @@
 //! ```
 //!
 //! Inside, in ten lines (`docs/architecture.md` has the long form):
-//! membership is chitchat gossip with typed members (`joining` → `ready` →
-//! `leaving`), admitted only after proving the cluster secret; the ready
+//! membership is chitchat gossip, every datagram sealed with the cluster
+//! secret, with typed members (`joining` → `ready` → `leaving`), admitted only
+//! after proving the cluster secret; the ready
 //! members form a consistent-hash ring with explicit virtual nodes; the routing
 //! policy sends an operation to the owner, or to the replica that takes over;
 //! operations travel as frames on multiplexed peer links over the internal
@@ -150,6 +151,10 @@ pub mod testing {
         pub use crate::ring::Ring;
     }
     pub mod membership {
+        pub use crate::membership::gossip::{
+            DropReason, GossipDrops, GossipKeys, SealedTransport, HEADER_LEN as SEAL_HEADER_LEN,
+            SEAL_LEN,
+        };
         pub use crate::membership::Status;
     }
 }

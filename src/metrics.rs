@@ -33,6 +33,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::membership::gossip::{DropReason, GossipDrops};
 use crate::membership::{ClusterView, MemberReport};
 use crate::node::Node;
 use crate::replication::Replication;
@@ -150,6 +151,11 @@ struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InfoLabels {
     node_id: String,
     version: &'static str,
@@ -218,6 +224,9 @@ pub struct Metrics {
     sessions: Family<RoleLabels, Gauge>,
     members: Family<StatusLabels, Gauge>,
     ring_members: Gauge,
+    /// Mirrored at scrape time from the gossip socket's own counters.
+    gossip_dropped: Family<ReasonLabels, Counter>,
+    gossip_drops: Option<Arc<GossipDrops>>,
     /// Times the ring (the set of ready members) changed since start.
     pub ring_changes: Counter,
     /// Session reads this node served to peers over links.
@@ -315,6 +324,12 @@ impl Metrics {
             "Nodes in this node's ring",
             ring_members.clone(),
         );
+        let gossip_dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "gossip_dropped",
+            "Gossip datagrams dropped unread, by reason (malformed, unsealed, unknown_key, bad_mac, stale, replayed, undecodable)",
+            gossip_dropped.clone(),
+        );
         let info = Family::<InfoLabels, Gauge>::default();
         info.get_or_create(&InfoLabels {
             node_id: node_id.to_owned(),
@@ -405,6 +420,8 @@ impl Metrics {
             sessions,
             members,
             ring_members,
+            gossip_dropped,
+            gossip_drops: None,
             ring_changes,
             link_reads,
             link_ops,
@@ -424,6 +441,13 @@ impl Metrics {
             stale_writes,
             refused_copies,
         }
+    }
+
+    /// Exports the counters of this node's gossip socket.
+    pub fn with_gossip_drops(mut self, drops: Arc<GossipDrops>) -> Metrics {
+        self.gossip_drops = Some(drops);
+        self.mirror_gossip_drops();
+        self
     }
 
     /// Counts one answered request. `route` is the matched pattern, `None` when no
@@ -488,6 +512,7 @@ impl Metrics {
         copies: usize,
     ) {
         self.mirror(replication);
+        self.mirror_gossip_drops();
         let counts = session_counts(&view.ring, store, &view.self_id, copies);
         for (role, n) in [
             ("owned", counts.owned),
@@ -547,6 +572,21 @@ impl Metrics {
         set(&self.doubted_sessions, load(&stats.doubted_copies));
         set(&self.stale_writes, load(&stats.stale_writes));
         set(&self.refused_copies, load(&stats.refused_copies));
+    }
+
+    /// Copies the gossip socket's drop counters (every reason, zeros included).
+    fn mirror_gossip_drops(&self) {
+        let Some(drops) = &self.gossip_drops else {
+            return;
+        };
+        for reason in DropReason::ALL {
+            self.gossip_dropped
+                .get_or_create(&ReasonLabels {
+                    reason: reason.label(),
+                })
+                .inner()
+                .store(drops.get(reason), Ordering::Relaxed);
+        }
     }
 
     /// The OpenMetrics text of every family.

@@ -68,7 +68,7 @@ impl Node {
         Node {
             cookies: CookieCodec::new(&config),
             signer,
-            metrics: Metrics::new(&config.node_id),
+            metrics: Metrics::new(&config.node_id).with_gossip_drops(membership.gossip_drops()),
             id,
             generation,
             store,

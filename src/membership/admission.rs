@@ -1,9 +1,11 @@
 //! Admission: a member learned from gossip enters the ring only after it proved,
 //! on its internal listener, that it knows the cluster secret.
 //!
-//! chitchat neither authenticates nor encrypts gossip, so anyone who reaches the
-//! gossip port can announce a member whose addresses point anywhere. Before such
-//! a member can own or hold a single session, this node sends it a signed
+//! Gossip itself is sealed with the cluster secret (see [`super::gossip`]), so
+//! only a holder of the secret can announce a member; but the member's
+//! addresses are whatever it gossips, and may point at somebody else (a wrong
+//! `advertise_host`, a reused address). Before a member can own or hold a
+//! single session, this node sends it a signed
 //! challenge (a fresh nonce) at its advertised internal address; it must answer
 //! with HMAC(cluster_secret, cluster id, its node id, its generation, nonce). A
 //! wrong proof, or an answer from another node id or generation (an address that
@@ -81,16 +83,18 @@ fn verify(
     let given = URL_SAFE_NO_PAD
         .decode(&answer.proof)
         .map_err(|_| "malformed proof".to_owned())?;
-    signer
-        .mac(&[
-            b"admit",
-            cluster_id.as_bytes(),
-            member.node_id.as_bytes(),
-            member.generation.to_string().as_bytes(),
-            nonce.as_bytes(),
-        ])
-        .verify_slice(&given)
-        .map_err(|_| "wrong proof: another cluster secret".to_owned())
+    let generation = member.generation.to_string();
+    let parts: [&[u8]; 5] = [
+        b"admit",
+        cluster_id.as_bytes(),
+        member.node_id.as_bytes(),
+        generation.as_bytes(),
+        nonce.as_bytes(),
+    ];
+    match signer.verify_mac(&parts, &given) {
+        true => Ok(()),
+        false => Err("wrong proof: another cluster secret".to_owned()),
+    }
 }
 
 type Key = (NodeId, u64);

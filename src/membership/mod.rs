@@ -5,8 +5,14 @@
 //! set into a typed view (one member per node id, highest generation wins) and a
 //! ring of the `ready` members, rebuilt only when that set changes. Request handlers
 //! read the current view through an `ArcSwap`: no lock on the hot path.
+//!
+//! Gossip travels sealed with the cluster secret ([`gossip`]): chitchat only
+//! ever reads datagrams from holders of the secret, and a member they announce
+//! still enters no ring before it proved the secret on its internal listener
+//! ([`admission`]).
 
 mod admission;
+pub mod gossip;
 mod member;
 
 use admission::Admission;
@@ -24,10 +30,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use chitchat::transport::UdpTransport;
 use chitchat::{
     spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState,
 };
+use gossip::{GossipDrops, GossipKeys, SealedTransport};
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -86,7 +92,8 @@ pub struct MembershipConfig {
     /// How many distinct nodes per key the ring precomputes (replicas and fallbacks).
     pub ring_copies: usize,
     pub initial_status: Status,
-    /// Signs admission challenges and checks the proofs (the cluster secret).
+    /// Signs admission challenges and checks the proofs (the cluster secret);
+    /// the gossip keys are derived from its secrets.
     pub signer: crate::auth::Signer,
     /// How admission challenges reach members' internal listeners.
     pub transport: crate::tls::PeerTransport,
@@ -184,6 +191,8 @@ pub struct MemberReport {
 /// The running membership service.
 pub struct Membership {
     chitchat: Arc<ChitchatHandle>,
+    /// Gossip datagrams dropped before chitchat read them, by reason.
+    drops: Arc<GossipDrops>,
     view: Arc<ArcSwap<ClusterView>>,
     changes: watch::Receiver<Arc<ClusterView>>,
     stop: CancellationToken,
@@ -237,7 +246,9 @@ impl Membership {
                 config.initial_status.as_str().to_owned(),
             ),
         ];
-        let chitchat = spawn_chitchat(chitchat_config, initial, &UdpTransport)
+        let drops = Arc::new(GossipDrops::default());
+        let transport = SealedTransport::new(GossipKeys::new(&config.signer), drops.clone());
+        let chitchat = spawn_chitchat(chitchat_config, initial, &transport)
             .await
             .with_context(|| format!("starting gossip on {}", config.gossip_listen))?;
         let chitchat = Arc::new(chitchat);
@@ -344,6 +355,7 @@ impl Membership {
         });
         Ok(Membership {
             chitchat,
+            drops,
             view,
             changes,
             stop,
@@ -352,7 +364,6 @@ impl Membership {
         })
     }
 
-    /// The current view (cheap: an atomic load).
     /// This node's gossip heartbeat: it grows with every gossip round.
     pub async fn heartbeat(&self) -> u64 {
         let cc = self.chitchat.chitchat();
@@ -360,6 +371,12 @@ impl Membership {
         guard.self_node_state().heartbeat().into()
     }
 
+    /// Gossip datagrams this node dropped, by reason.
+    pub fn gossip_drops(&self) -> Arc<GossipDrops> {
+        self.drops.clone()
+    }
+
+    /// The current view (cheap: an atomic load).
     pub fn view(&self) -> Arc<ClusterView> {
         self.view.load_full()
     }

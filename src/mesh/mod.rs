@@ -359,7 +359,7 @@ async fn start_steps(
             vnodes: config.vnodes.get(),
             ring_copies: config.replication_factor.get() + FALLBACKS,
             initial_status: Status::Joining,
-            signer: Signer::new(config.cluster_secret.clone()),
+            signer: Signer::for_cluster(&config),
             transport: transport.clone(),
         };
         match Membership::start(membership_config).await {
@@ -377,7 +377,7 @@ async fn start_steps(
     step("gossip started", fail_after)?;
 
     let id: NodeId = config.node_id.as_str().into();
-    let signer = Signer::new(config.cluster_secret.clone());
+    let signer = Signer::for_cluster(&config);
     let store = Arc::new(Store::new(config.max_session_bytes));
     let stop = CancellationToken::new();
     let replication = Replication::start(

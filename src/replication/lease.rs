@@ -421,12 +421,13 @@ mod tests {
         alive: bool,
     }
 
+    /// The fault in progress (and for a crash, whose).
     #[derive(Debug, Clone, Copy)]
     enum Fault {
-        Excluded(usize),
+        Excluded,
         Crashed(usize),
         Detected(usize),
-        Pause(usize),
+        Pause,
     }
 
     #[derive(Debug, Clone)]
@@ -560,7 +561,7 @@ mod tests {
                 // others' rings without knowing it, a crash (then detected:
                 // the others drop it; healed: it restarts and rejoins), or a
                 // pause.
-                if let Some(Fault::Pause(_)) = fault {
+                if let Some(Fault::Pause) = fault {
                     if paused_until.iter().all(|p| *p <= now) {
                         fault = None;
                         settled_at = now;
@@ -577,9 +578,9 @@ mod tests {
                         for (i, sim) in sims.iter_mut().enumerate() {
                             if i != w { sim.leases.ring_changed(without(w)); }
                         }
-                        fault = Some(Fault::Excluded(w));
+                        fault = Some(Fault::Excluded);
                     }
-                    (1, Some(Fault::Excluded(_))) => {
+                    (1, Some(Fault::Excluded)) => {
                         for sim in &mut sims { sim.leases.ring_changed(full.clone()); }
                         fault = None;
                         settled_at = now;
@@ -604,7 +605,7 @@ mod tests {
                     }
                     (4, None) if settled => {
                         paused_until[w] = now + 1_500;
-                        fault = Some(Fault::Pause(w));
+                        fault = Some(Fault::Pause);
                     }
                     _ => {}
                 }

@@ -2,6 +2,7 @@
 //! and helpers that wait for a condition with a timeout instead of sleeping.
 #![allow(dead_code)]
 
+pub mod gossip;
 pub mod pki;
 
 /// The binary's demo application (public API only), served by in-process nodes.
