@@ -21,6 +21,9 @@ pub const REPLICATE_PATH: &str = "/internal/replicate";
 /// Prefix of the single-session fetch route on the internal listener.
 pub const SESSIONS_PATH: &str = "/internal/sessions";
 
+/// Bound on asking one holder for its copy (read-through).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Body of a replication request.
 #[derive(Serialize, Deserialize)]
 pub struct Batch {
@@ -204,6 +207,9 @@ impl InternalClient {
         let response = self
             .http
             .get(self.transport.url(internal_addr, &path))
+            // A holder that does not answer within this (frozen, overloaded)
+            // is passed over: every acknowledged write is on another holder too.
+            .timeout(FETCH_TIMEOUT)
             .header(
                 auth::HEADER,
                 self.signer.sign(&self.self_id, "GET", &path, b""),

@@ -873,11 +873,15 @@ async fn doubt_regained_copies(inner: Arc<Inner>, mut views: watch::Receiver<Arc
 }
 
 /// The task that keeps this node's leases: asks every other ring member for a
-/// grant every third of a term, and at once when the ring changes.
+/// grant every third of a term, and at once when the ring changes. When the
+/// lease comes back after a lapse, every copy held is put in doubt (see
+/// [`Store::doubt_all`]).
 async fn renew_leases(inner: Arc<Inner>, mut views: watch::Receiver<Arc<ClusterView>>) {
     let every = Duration::from_millis(inner.leases.lock().renew_every());
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Whether the lease lapsed since it was last held (a new process has none).
+    let mut lapsed = true;
     loop {
         let view = views.borrow_and_update().clone();
         let (ask, fingerprint) = {
@@ -909,7 +913,23 @@ async fn renew_leases(inner: Arc<Inner>, mut views: watch::Receiver<Arc<ClusterV
                     leases.granted(&peer, &fingerprint, term, sent);
                 }
             }
-            inner.lease_view.store(Arc::new(leases.view()));
+            let next = leases.view();
+            let covered = inner.now_ms() < next.held_by_all_until;
+            if !covered {
+                lapsed = true;
+            } else if lapsed {
+                // While the lease was lapsed, others may have taken this
+                // node's sessions over and written them: its copies are
+                // checked with their other holders before use again. Before
+                // the new lease is published, so nothing serves them first.
+                lapsed = false;
+                let doubted = inner.store.doubt_all();
+                inner
+                    .stats
+                    .doubted_copies
+                    .fetch_add(doubted as u64, Ordering::Relaxed);
+            }
+            inner.lease_view.store(Arc::new(next));
         }
         tokio::select! {
             _ = inner.stop.cancelled() => return,
