@@ -135,8 +135,10 @@ async fn answer(node: web::Data<Node>, frame: Frame) -> Bytes {
                             Frame::encode(frame.id, FOUND, s.data.get().as_bytes(), &mut out)
                         })
                         .await;
-                    if found.is_none() {
-                        Frame::encode(frame.id, MISSING, &[], &mut out);
+                    match found {
+                        Ok(Some(())) => {}
+                        Ok(None) => Frame::encode(frame.id, MISSING, &[], &mut out),
+                        Err(e) => failed(frame.id, "holders_unreachable", &e.to_string(), &mut out),
                     }
                 }
             }

@@ -57,8 +57,9 @@ pub enum Error {
     InvalidData(String),
     /// The operation could not be done now and changed nothing that was
     /// acknowledged; retrying after [`Error::retry_after`] may succeed.
-    /// `code` says why: `owner_unavailable`, `replication_failed`,
-    /// `stale_copy`, `overloaded`, `node_full`, `peer_too_old` or `stopped`.
+    /// `code` says why: `owner_unavailable`, `holders_unreachable`,
+    /// `replication_failed`, `stale_copy`, `overloaded`, `node_full`,
+    /// `id_collision`, `peer_too_old` or `stopped`.
     #[error("{message}")]
     Unavailable {
         /// Machine-readable reason.
@@ -84,6 +85,8 @@ const UNAVAILABLE_CODES: &[&str] = &[
     "node_full",
     "peer_too_old",
     "stopped",
+    "holders_unreachable",
+    "id_collision",
 ];
 
 impl Error {

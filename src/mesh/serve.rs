@@ -39,6 +39,9 @@ impl From<OwnerError> for Error {
             e @ OwnerError::Stale { .. } => {
                 Error::unavailable("stale_copy", e.to_string(), Duration::ZERO)
             }
+            e @ OwnerError::Unreachable => {
+                Error::unavailable("holders_unreachable", e.to_string(), Duration::from_secs(1))
+            }
             e @ OwnerError::Replication { .. } => {
                 Error::unavailable("replication_failed", e.to_string(), Duration::from_secs(1))
             }
@@ -135,7 +138,7 @@ impl Node {
         let document = |id: SessionId| move |s: &Session| self.document(id, s);
         let written = match request {
             Request::Get { id } | Request::Touch { id, ttl_ms: None } => {
-                return match replication.read(&id, document(id)).await {
+                return match replication.read(&id, document(id)).await? {
                     Some(doc) => Ok(Some(doc)),
                     None => Err(Error::NotFound),
                 };

@@ -82,6 +82,9 @@ pub enum OwnerError {
     Replication { acked: usize, required: usize },
     #[error("this node holds its maximum of {max} sessions")]
     Full { max: usize },
+    /// A holder that might hold a newer copy could not be asked.
+    #[error("a node that may hold this session could not be reached; retry")]
+    Unreachable,
     #[error(
         "this node's copy of the session was stale (a replica holds version {newer}); it has been refreshed, retry"
     )]
@@ -316,26 +319,42 @@ impl Replication {
 
     /// Reads a session held here, looking it up on the other holders first when
     /// this node does not know it. `f` sees the session under the store lock.
-    pub async fn read<T>(&self, id: &SessionId, f: impl FnOnce(&Session) -> T) -> Option<T> {
-        self.caught_up(id, false).await;
+    ///
+    /// `Ok(None)` only when this node knows the session is not there (every
+    /// holder it asked answered); when a holder that might have it could not
+    /// be asked, [`OwnerError::Unreachable`]: the caller should retry.
+    pub async fn read<T>(
+        &self,
+        id: &SessionId,
+        f: impl FnOnce(&Session) -> T,
+    ) -> Result<Option<T>, OwnerError> {
+        self.caught_up(id, false).await?;
         let store = &self.inner.store;
         let (value, touch) = match store.read(id, now_millis(), f) {
             Ok(found) => found,
             Err(f) => {
                 match store.known(id, now_millis()) {
-                    Known::Deleted => return None,
+                    Known::Deleted => return Ok(None),
                     // A copy arrived since the first look.
                     Known::Live => {}
-                    Known::Unknown => self.read_through(id).await,
+                    Known::Unknown => {
+                        let complete = self.read_through(id).await;
+                        if !complete && store.known(id, now_millis()) == Known::Unknown {
+                            return Err(OwnerError::Unreachable);
+                        }
+                    }
                 }
-                store.read(id, now_millis(), f).ok()?
+                match store.read(id, now_millis(), f) {
+                    Ok(found) => found,
+                    Err(_) => return Ok(None),
+                }
             }
         };
         if let Some(entry) = touch {
             // The expiry ran ahead of what replicas know: tell them, without waiting.
             self.inner.send_copies(id, &entry);
         }
-        Some(value)
+        Ok(Some(value))
     }
 
     /// Creates a session under a fresh id and replicates it.
@@ -400,9 +419,12 @@ impl Replication {
         id: &SessionId,
         change: impl Fn() -> Result<(T, Entry), WriteError>,
     ) -> Result<T, OwnerError> {
-        self.caught_up(id, true).await;
-        if self.inner.store.known(id, now_millis()) == Known::Unknown {
-            self.read_through(id).await;
+        self.caught_up(id, true).await?;
+        if self.inner.store.known(id, now_millis()) == Known::Unknown
+            && !self.read_through(id).await
+            && self.inner.store.known(id, now_millis()) == Known::Unknown
+        {
+            return Err(OwnerError::Unreachable);
         }
         let mut retried = false;
         loop {
@@ -502,12 +524,14 @@ impl Replication {
     /// memory, it asks the other holders first; a `write` also waits (at most
     /// two terms) for the grants it gave a holder before it, or under another
     /// ring, to run out, so that no node still serving by them misses it.
-    async fn caught_up(&self, id: &SessionId, write: bool) {
+    /// When the other holders could not all be asked, the copy may not be
+    /// trusted: [`OwnerError::Unreachable`].
+    async fn caught_up(&self, id: &SessionId, write: bool) -> Result<(), OwnerError> {
         if let Some(pause) = self.inner.pause.get() {
             pause.caught_up().await;
         }
         let inner = &self.inner;
-        let mut asked = false;
+        let mut asked = None;
         if write {
             let deadline = inner.now_ms() + 2 * inner.leases.lock().term();
             loop {
@@ -519,8 +543,7 @@ impl Replication {
                     }
                     Serve::Now => break,
                     Serve::After(_) | Serve::Ask => {
-                        self.read_through(id).await;
-                        asked = true;
+                        asked = Some(self.read_through(id).await);
                         break;
                     }
                 }
@@ -531,16 +554,22 @@ impl Replication {
             .may_serve(id.as_bytes(), inner.now_ms())
             != Serve::Now
         {
-            self.read_through(id).await;
-            asked = true;
+            asked = Some(self.read_through(id).await);
         }
-        if asked {
-            inner
-                .stats
-                .lease_read_throughs
-                .fetch_add(1, Ordering::Relaxed);
-        } else if inner.regained(id) {
-            self.read_through(id).await;
+        let complete = match asked {
+            Some(complete) => {
+                inner
+                    .stats
+                    .lease_read_throughs
+                    .fetch_add(1, Ordering::Relaxed);
+                complete
+            }
+            None if inner.regained(id) => self.read_through(id).await,
+            None => true,
+        };
+        match complete {
+            true => Ok(()),
+            false => Err(OwnerError::Unreachable),
         }
     }
 
@@ -600,6 +629,28 @@ impl Replication {
                 }
             }))
             .await;
+            // A replica that holds a later write of this node's own (its
+            // batches to one peer may overtake each other) holds this one's
+            // change too: that copy is stored, not a sign of a stale writer.
+            let own = inner.store.entry(id, now_millis());
+            let results: Vec<Delivery> = results
+                .into_iter()
+                .map(|d| match d {
+                    Delivery::Superseded(record) => {
+                        let later_own = match (record.clone().into_entry(), &own) {
+                            (Some(theirs), Some(own)) => {
+                                !theirs.supersedes(own) && theirs.version() <= own.version()
+                            }
+                            _ => false,
+                        };
+                        match later_own {
+                            true => Delivery::Stored,
+                            false => Delivery::Superseded(record),
+                        }
+                    }
+                    d => d,
+                })
+                .collect();
             if let Some(newer) = results
                 .iter()
                 .filter_map(|d| match d {
@@ -650,7 +701,11 @@ impl Replication {
 
     /// Looks a session up on the other holders under the current and previous
     /// rings, and keeps the best copy found. Runs on the main runtime.
-    async fn read_through(&self, id: &SessionId) {
+    ///
+    /// Returns whether every holder that might have a copy answered: only
+    /// then is what this node holds now trusted (its doubt lifted), and a miss
+    /// definitive.
+    async fn read_through(&self, id: &SessionId) -> bool {
         let inner = self.inner.clone();
         let id = *id;
         let lookup = async move {
@@ -667,28 +722,34 @@ impl Replication {
                     candidates.push(node.clone());
                 }
             }
+            // A candidate with no address left gracefully (not a member, not
+            // missing): it handed its copies off, so nothing is asked of it.
             let fetches = candidates.iter().filter_map(|node| {
                 let addr = view.internal_addr(node)?.to_owned();
                 let client = inner.client.clone();
                 Some(async move { client.fetch(&addr, &id).await })
             });
-            let copies = futures_util::future::join_all(fetches).await;
+            let answers = futures_util::future::join_all(fetches).await;
+            let complete = answers.iter().all(Result::is_ok);
             let mut found = false;
-            for record in copies.into_iter().filter_map(|r| r.ok().flatten()) {
+            for record in answers.into_iter().filter_map(|r| r.ok().flatten()) {
                 if let Some(entry) = record.into_entry() {
                     found |= inner.store.merge(id, entry, now_millis());
                 }
             }
-            // Asked: whatever is held now is as good as the holders' copies.
-            inner.store.trust(&id);
+            if complete {
+                // Every holder answered: what is held now is as good as theirs.
+                inner.store.trust(&id);
+            }
             if found {
                 inner
                     .stats
                     .read_through_hits
                     .fetch_add(1, Ordering::Relaxed);
             }
+            complete
         };
-        let _ = self.inner.runtime.spawn(lookup).await;
+        self.inner.runtime.spawn(lookup).await.unwrap_or(false)
     }
 }
 
