@@ -411,7 +411,28 @@ async fn concurrent_adds_to_one_cart_lose_nothing() {
     let expected: Vec<(&str, u64)> = expected.into_iter().collect();
     for node in NODES {
         let cart = shopper.get(node, "/cart").await;
-        assert_eq!(cart.lines(), lines(&expected), "the cart through {node}");
+        if cart.lines() != lines(&expected) {
+            // What replication saw, for the diagnosis (stale_writes: a write
+            // re-applied after a replica answered with a newer copy).
+            let mut stats = String::new();
+            for node in NODES {
+                let url = cluster.url(node, "/api/cluster");
+                let view: Value = cluster
+                    .http
+                    .get(url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                stats.push_str(&format!("\n{node}: {}", view["replication"]));
+            }
+            panic!(
+                "the cart through {node} is {:?}, the acknowledged adds {expected:?}; replication:{stats}",
+                cart.lines()
+            );
+        }
     }
 }
 
