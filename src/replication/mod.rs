@@ -346,6 +346,14 @@ impl Replication {
                 }
                 match store.read(id, now_millis(), f) {
                     Ok(found) => found,
+                    // Put in doubt again meanwhile (a pause, a lease back
+                    // after a lapse): not a miss, a retry.
+                    Err(_)
+                        if store.known(id, now_millis()) == Known::Unknown
+                            && store.has_copy(id) =>
+                    {
+                        return Err(OwnerError::Unreachable)
+                    }
                     Err(_) => return Ok(None),
                 }
             }
@@ -427,8 +435,24 @@ impl Replication {
             return Err(OwnerError::Unreachable);
         }
         let mut retried = false;
+        let mut rechecked = false;
         loop {
-            let (value, entry) = change()?;
+            let (value, entry) = match change() {
+                // Put in doubt since it was checked (a pause, or the lease
+                // came back after a lapse): ask the holders again, once.
+                Err(WriteError::NotFound)
+                    if !rechecked && self.inner.store.known(id, now_millis()) == Known::Unknown =>
+                {
+                    rechecked = true;
+                    if !self.read_through(id).await
+                        && self.inner.store.known(id, now_millis()) == Known::Unknown
+                    {
+                        return Err(OwnerError::Unreachable);
+                    }
+                    continue;
+                }
+                other => other?,
+            };
             match self.replicate(id, &entry).await {
                 Err(OwnerError::Stale { .. }) if !retried => retried = true,
                 outcome => return outcome.map(|()| value),
@@ -702,9 +726,9 @@ impl Replication {
     /// Looks a session up on the other holders under the current and previous
     /// rings, and keeps the best copy found. Runs on the main runtime.
     ///
-    /// Returns whether every holder that might have a copy answered: only
-    /// then is what this node holds now trusted (its doubt lifted), and a miss
-    /// definitive.
+    /// Returns whether enough holders answered that one of them holds any
+    /// acknowledged write (all but `replication_factor - 1`): only then is what
+    /// this node holds now trusted (its doubt lifted), and a miss definitive.
     async fn read_through(&self, id: &SessionId) -> bool {
         let inner = self.inner.clone();
         let id = *id;
@@ -730,7 +754,12 @@ impl Replication {
                 Some(async move { client.fetch(&addr, &id).await })
             });
             let answers = futures_util::future::join_all(fetches).await;
-            let complete = answers.iter().all(Result::is_ok);
+            // Every acknowledged write is on `rf` holders of the ring it was
+            // made under, this node's current or previous one (one change at
+            // a time): with fewer than `rf` holders silent, one of them
+            // answered. More than that, and a newer copy may be out of reach.
+            let silent = answers.iter().filter(|a| a.is_err()).count();
+            let complete = silent < rf.max(1);
             let mut found = false;
             for record in answers.into_iter().filter_map(|r| r.ok().flatten()) {
                 if let Some(entry) = record.into_entry() {

@@ -474,6 +474,11 @@ impl Store {
         marked
     }
 
+    /// Whether a live copy of `id` is held, trusted or in doubt.
+    pub fn has_copy(&self, id: &SessionId) -> bool {
+        matches!(self.shard(id).lock().entries.get(id), Some(Entry::Live(_)))
+    }
+
     /// Lifts the doubt on one copy (its other holders were asked).
     pub fn trust(&self, id: &SessionId) {
         let mut shard = self.shard(id).lock();
