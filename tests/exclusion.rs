@@ -102,10 +102,13 @@ async fn reads_after_a_one_sided_exclusion_carry_every_rewrite() {
         (a == json!(["node2", "node3"]) && b == a).then_some(())
     })
     .await;
-    assert_eq!(
-        ring_of(node1.clone()).await,
-        Some(json!(["node1", "node2", "node3"])),
-        "node1 does not know it was dropped"
+    // What node1 sees meanwhile depends on timing: it still hears the others'
+    // digests but no longer gets their state (its answers are dropped), so
+    // in time it takes them for dead too; either way, it must not serve old
+    // copies once it is back.
+    eprintln!(
+        "node1's ring while cut off: {:?}",
+        ring_of(node1.clone()).await
     );
 
     for id in &ids {

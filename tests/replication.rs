@@ -373,11 +373,23 @@ async fn acknowledged_writes_survive_while_nodes_come_and_go() {
             .map(|(id, k)| {
                 let (http, url) = (http.clone(), url.clone());
                 async move {
-                    let r = http
-                        .get(format!("{url}/api/sessions/{id}"))
-                        .send()
-                        .await
-                        .ok()?;
+                    // A 503 with Retry-After is an answer to retry, as a client
+                    // would (bounded); anything else is the session's state.
+                    let mut r = None;
+                    for _ in 0..100 {
+                        let answer = http
+                            .get(format!("{url}/api/sessions/{id}"))
+                            .send()
+                            .await
+                            .ok()?;
+                        if answer.status() == 503 && answer.headers().contains_key("retry-after") {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                        r = Some(answer);
+                        break;
+                    }
+                    let r = r?;
                     let status = r.status();
                     let doc: Value = r.json().await.ok()?;
                     let counter = doc["data"]["counter"].as_u64().unwrap_or(0);

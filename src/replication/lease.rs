@@ -68,6 +68,11 @@ pub struct Leases {
     held: HashMap<NodeId, Millis>,
     /// Grants given: to whom, under which fingerprint, until (this node's clock).
     given: HashMap<NodeId, (String, Millis)>,
+    /// Whether this node's ring is a majority of the nodes it knows of (its
+    /// ring and the members that vanished without leaving): a node that sees
+    /// itself among a minority may be the one cut off, and serves nothing
+    /// from memory.
+    quorum: bool,
 }
 
 /// What request handlers consult: a snapshot of [`Leases`].
@@ -88,6 +93,7 @@ pub struct LeaseView {
     pub old_grants_until: Millis,
     /// Before this, grants of this node's previous incarnation may still run.
     grants_from: Millis,
+    quorum: bool,
 }
 
 impl Leases {
@@ -103,7 +109,16 @@ impl Leases {
             ring: Arc::new(Ring::empty()),
             held: HashMap::new(),
             given: HashMap::new(),
+            quorum: true,
         }
+    }
+
+    /// How many ring members this node takes for dead without their having
+    /// left: with as many or more of them than its ring holds others, it has
+    /// no quorum (see the field).
+    pub fn set_missing(&mut self, missing: usize) {
+        let ring = self.ring.nodes().len();
+        self.quorum = ring * 2 > ring + missing;
     }
 
     /// How long a grant lasts.
@@ -197,7 +212,7 @@ impl Leases {
             .iter()
             .filter(|n| **n != self.me)
             .collect();
-        let held_by_all_until = if !self.ring.contains(&self.me) {
+        let held_by_all_until = if !self.ring.contains(&self.me) || !self.quorum {
             0
         } else if others.is_empty() {
             Millis::MAX
@@ -226,6 +241,7 @@ impl Leases {
             held_by_all_until,
             old_grants_until,
             grants_from: self.grants_from,
+            quorum: self.quorum,
         }
     }
 }
@@ -249,7 +265,7 @@ impl LeaseView {
         if now < self.old_grants_until {
             return Serve::After(self.old_grants_until);
         }
-        if !self.ring.contains(&self.me) {
+        if !self.ring.contains(&self.me) || !self.quorum {
             return Serve::Ask;
         }
         let holders: Vec<&NodeId> = self.ring.preference_list(key, self.copies).collect();
@@ -401,6 +417,28 @@ mod tests {
             let k = k.to_be_bytes();
             assert_eq!(nodes[0].view().may_serve(&k, TERM + 1), Serve::Ask);
         }
+    }
+
+    #[test]
+    fn a_node_that_sees_most_of_the_others_vanish_serves_nothing_from_memory() {
+        let mut cut_off = node("a", &["a"]);
+        assert_eq!(
+            cut_off.view().may_serve(b"k", 5),
+            Serve::Now,
+            "a cluster of one"
+        );
+        cut_off.set_missing(2);
+        assert_eq!(
+            cut_off.view().may_serve(b"k", 5),
+            Serve::Ask,
+            "a cut off node"
+        );
+        let mut two = node("a", &["a", "b", "c"]);
+        two.set_missing(1);
+        assert!(two.quorum, "three of four");
+        let mut half = node("a", &["a", "b"]);
+        half.set_missing(2);
+        assert!(!half.quorum, "two of four is no majority");
     }
 
     #[test]

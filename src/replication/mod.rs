@@ -748,10 +748,20 @@ impl Replication {
             }
             // A candidate with no address left gracefully (not a member, not
             // missing): it handed its copies off, so nothing is asked of it.
+            // One that is leaving handed its copies off before it stopped
+            // answering: its silence does not count.
             let fetches = candidates.iter().filter_map(|node| {
                 let addr = view.internal_addr(node)?.to_owned();
+                let leaving = view
+                    .member(node)
+                    .is_some_and(|m| m.status == crate::membership::Status::Leaving);
                 let client = inner.client.clone();
-                Some(async move { client.fetch(&addr, &id).await })
+                Some(async move {
+                    match client.fetch(&addr, &id).await {
+                        Err(_) if leaving => Ok(None),
+                        answer => answer,
+                    }
+                })
             });
             let answers = futures_util::future::join_all(fetches).await;
             // Every acknowledged write is on `rf` holders of the ring it was
@@ -977,6 +987,7 @@ async fn renew_leases(inner: Arc<Inner>, mut views: watch::Receiver<Arc<ClusterV
         let (ask, fingerprint) = {
             let mut leases = inner.leases.lock();
             leases.ring_changed(view.ring.clone());
+            leases.set_missing(view.missing.len());
             let expired_before = inner.now_ms().saturating_sub(leases.term());
             leases.expire(expired_before);
             inner.lease_view.store(Arc::new(leases.view()));
