@@ -92,6 +92,11 @@ pub use config::Config;
 pub use mesh::{Document, Error, IfMatch, Mesh, MeshBuilder, StartError};
 pub use session::{InvalidSessionId, SessionId};
 
+/// The README's Rust code, compiled as doc tests so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// Internals for this crate's own tests, benchmarks and fuzz targets. Not part
 /// of the API: no stability promise, may change at any time.
 #[doc(hidden)]

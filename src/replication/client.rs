@@ -22,7 +22,7 @@ pub const REPLICATE_PATH: &str = "/internal/replicate";
 pub const SESSIONS_PATH: &str = "/internal/sessions";
 
 /// Bound on asking one holder for its copy (read-through).
-const FETCH_TIMEOUT: Duration = Duration::from_secs(1);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Body of a replication request.
 #[derive(Serialize, Deserialize)]
