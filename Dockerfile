@@ -20,6 +20,8 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 #    `fn main() {}` at the path of each target cargo must find: every library, binary
 #    and build script, and the tests, benches and examples a manifest names (cargo
 #    cannot load a manifest whose `[[bench]] name = "ring"` has no benches/ring.rs).
+#    Vendored crates (third_party/, the patched chitchat of [patch.crates-io]) are
+#    dependencies: they go in whole, and a change to them rebuilds the layer.
 #    Test, bench and example files that cargo discovers by itself get no stub, so
 #    adding one does not change the recipe. This stage runs on every change to the
 #    context; the build stage reuses its dependency layer while the recipe's files
@@ -38,6 +40,7 @@ RUN set -eu; \
     while read -r manifest; do cat "$manifest"; done </tmp/manifests >/tmp/manifests.toml; \
     cp Cargo.lock "$out/"; \
     if [ -d .cargo ]; then cp -R .cargo "$out/"; fi; \
+    if [ -d third_party ]; then cp -R third_party "$out/"; fi; \
     tr '{' '\n' </tmp/metadata.json | grep '"src_path":"' >/tmp/targets; \
     while read -r target; do \
         kind=$(printf '%s\n' "$target" | sed -n 's/.*"kind":\["\([^"]*\)".*/\1/p'); \
