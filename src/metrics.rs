@@ -261,6 +261,10 @@ pub struct Metrics {
     pub doubted_sessions: Counter,
     /// Writes a replica refused because it held a newer copy than the writer.
     pub stale_writes: Counter,
+    /// Anti-entropy rounds completed with a peer.
+    pub anti_entropy_rounds: Counter,
+    /// Copies anti-entropy sent to a holder that lacked them or held another version.
+    pub anti_entropy_sessions: Counter,
     /// Copies from peers refused because their data is over `max_session_bytes`.
     pub refused_copies: Counter,
 }
@@ -394,6 +398,14 @@ impl Metrics {
             "doubted_sessions",
             "Copies checked with their other holders before use (after a pause, or held again after a ring change)",
         );
+        let anti_entropy_rounds = counter(
+            "anti_entropy_rounds",
+            "Anti-entropy rounds completed with a peer (digests of the sessions both hold compared)",
+        );
+        let anti_entropy_sessions = counter(
+            "anti_entropy_sessions",
+            "Copies anti-entropy sent to a holder that lacked them or held another version",
+        );
         let stale_writes = counter(
             "stale_writes",
             "Writes refused by a replica holding a newer copy than the writer's",
@@ -439,6 +451,8 @@ impl Metrics {
             pauses,
             doubted_sessions,
             stale_writes,
+            anti_entropy_rounds,
+            anti_entropy_sessions,
             refused_copies,
         }
     }
@@ -571,6 +585,11 @@ impl Metrics {
         set(&self.pauses, load(&stats.pauses));
         set(&self.doubted_sessions, load(&stats.doubted_copies));
         set(&self.stale_writes, load(&stats.stale_writes));
+        set(&self.anti_entropy_rounds, load(&stats.anti_entropy_rounds));
+        set(
+            &self.anti_entropy_sessions,
+            load(&stats.anti_entropy_copies),
+        );
         set(&self.refused_copies, load(&stats.refused_copies));
     }
 

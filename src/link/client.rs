@@ -19,7 +19,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Frame, ACK, BATCH_BYTES, FAILED, LEASE, LEASE_REPLY, LINK_PATH, OP, OP_REPLY, REPLICATE,
+    Frame, ACK, BATCH_BYTES, FAILED, LEASE, LEASE_REPLY, LINK_PATH, OP, OP_REPLY, REPLICATE, SYNC,
+    SYNC_REPLY,
 };
 use crate::auth::{self, Signer};
 use crate::ring::NodeId;
@@ -126,6 +127,16 @@ impl Links {
         let reply = self.request(internal_addr, LEASE, body, false).await?;
         match reply.kind {
             LEASE_REPLY => Ok(reply.body),
+            _ => Err(unexpected(reply)),
+        }
+    }
+
+    /// Opens an anti-entropy round with the peer at `internal_addr` (JSON
+    /// request); its reply (JSON). Sent once: the next round asks again.
+    pub async fn sync(&self, internal_addr: &str, body: Bytes) -> Result<Bytes, LinkError> {
+        let reply = self.request(internal_addr, SYNC, body, false).await?;
+        match reply.kind {
+            SYNC_REPLY => Ok(reply.body),
             _ => Err(unexpected(reply)),
         }
     }

@@ -45,6 +45,8 @@ pub const OP: u8 = 0x03;
 /// Request: an ownership lease (`{"from", "fingerprint"}`, JSON; see
 /// `replication::lease`).
 pub const LEASE: u8 = 0x04;
+/// Request: an anti-entropy round (`replication::client::SyncRequest`, JSON).
+pub const SYNC: u8 = 0x05;
 /// Reply: the session's data (compact JSON object).
 pub const FOUND: u8 = 0x81;
 /// Reply: no such session (unknown, expired or deleted).
@@ -57,6 +59,8 @@ pub const ACK: u8 = 0x84;
 pub const OP_REPLY: u8 = 0x85;
 /// Reply: a lease granted or not (`{"term_ms": n}` or `{}`, JSON).
 pub const LEASE_REPLY: u8 = 0x86;
+/// Reply: the copies that differ (`replication::client::SyncReply`, JSON).
+pub const SYNC_REPLY: u8 = 0x87;
 
 /// Bytes of a frame before its body: length, request id, kind.
 const HEADER_BYTES: usize = 4 + 8 + 1;

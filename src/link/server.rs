@@ -9,12 +9,13 @@ use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 
 use super::{
-    Frame, ACK, FAILED, FOUND, LEASE, LEASE_REPLY, MISSING, OP, OP_REPLY, READ, REPLICATE,
+    Frame, ACK, FAILED, FOUND, LEASE, LEASE_REPLY, MISSING, OP, OP_REPLY, READ, REPLICATE, SYNC,
+    SYNC_REPLY,
 };
 use crate::mesh::{DocumentWire, ErrorWire};
 use crate::node::Node;
 use crate::protocol::{Reply, Request};
-use crate::replication::client::{LeaseReply, LeaseRequest};
+use crate::replication::client::{LeaseReply, LeaseRequest, SyncRequest};
 use crate::session::SessionId;
 
 /// Largest WebSocket message either side accepts.
@@ -158,6 +159,21 @@ async fn answer(node: web::Data<Node>, frame: Frame) -> Bytes {
                 frame.id,
                 "bad_request",
                 &format!("malformed lease request: {e}"),
+                &mut out,
+            ),
+        },
+        SYNC => match serde_json::from_slice::<SyncRequest>(&frame.body) {
+            Ok(request) => {
+                let reply = node.replication().sync_answer(&request);
+                match serde_json::to_vec(&reply) {
+                    Ok(body) => Frame::encode(frame.id, SYNC_REPLY, &body, &mut out),
+                    Err(e) => failed(frame.id, "internal", &e.to_string(), &mut out),
+                }
+            }
+            Err(e) => failed(
+                frame.id,
+                "bad_request",
+                &format!("malformed anti-entropy request: {e}"),
                 &mut out,
             ),
         },

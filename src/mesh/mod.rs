@@ -392,6 +392,9 @@ async fn start_steps(
             // Several gossip intervals, at least a second: a grant outlives a
             // few lost renewals, and takeover after a crash waits at most this.
             lease_term: (config.gossip_interval * 4).max(Duration::from_secs(1)),
+            // Ten gossip intervals (5 s by default), at least a second: a lost
+            // copy comes back within (ring members - 1) of these.
+            anti_entropy_interval: (config.gossip_interval * 10).max(Duration::from_secs(1)),
         },
         store.clone(),
         view_cell,

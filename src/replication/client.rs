@@ -57,6 +57,31 @@ pub struct LeaseRequest {
     pub fingerprint: String,
 }
 
+/// An anti-entropy round's opening (see [`super::anti_entropy`]).
+#[derive(Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// The asking node: the owner of the sessions compared.
+    pub from: String,
+    /// The fingerprint of its ring.
+    pub fingerprint: String,
+    /// Its digest of the sessions it owns and the receiver holds.
+    pub sums: Vec<u64>,
+}
+
+/// The answer to a [`SyncRequest`].
+#[derive(Default, Serialize, Deserialize)]
+pub struct SyncReply {
+    /// The receiver's ring is not the asker's: nothing compared.
+    #[serde(default)]
+    pub ring_differs: bool,
+    /// The buckets whose digests differ.
+    #[serde(default)]
+    pub buckets: Vec<usize>,
+    /// The receiver's copies in those buckets.
+    #[serde(default)]
+    pub summaries: Vec<super::anti_entropy::Summary>,
+}
+
 /// The answer to a [`LeaseRequest`].
 #[derive(Serialize, Deserialize)]
 pub struct LeaseReply {
@@ -193,6 +218,30 @@ impl InternalClient {
             // A version before leases: no grant.
             Err(LinkError::Unsupported) => Ok(None),
             Err(LinkError::Failed { code, .. }) if code == "unknown_request" => Ok(None),
+            Err(e) => Err(PeerError::Unreachable(e.to_string())),
+        }
+    }
+
+    /// Opens an anti-entropy round with the peer at `internal_addr`.
+    pub async fn sync(
+        &self,
+        internal_addr: &str,
+        request: &SyncRequest,
+    ) -> Result<SyncReply, PeerError> {
+        let body = serde_json::to_vec(request).map_err(|e| PeerError::Failed(e.to_string()))?;
+        match self.links.sync(internal_addr, Bytes::from(body)).await {
+            Ok(reply) => {
+                serde_json::from_slice(&reply).map_err(|e| PeerError::Failed(e.to_string()))
+            }
+            // A version before anti-entropy: nothing to compare with.
+            Err(LinkError::Unsupported) => Ok(SyncReply {
+                ring_differs: true,
+                ..SyncReply::default()
+            }),
+            Err(LinkError::Failed { code, .. }) if code == "unknown_request" => Ok(SyncReply {
+                ring_differs: true,
+                ..SyncReply::default()
+            }),
             Err(e) => Err(PeerError::Unreachable(e.to_string())),
         }
     }

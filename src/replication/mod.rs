@@ -36,10 +36,12 @@
 //! (it was paused, see [`pause`]), it asks the other holders under the current
 //! and the previous ring before answering, and keeps the best copy.
 
+pub mod anti_entropy;
 pub mod client;
 pub mod lease;
 pub mod pause;
 mod rebalance;
+mod sync;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,6 +135,10 @@ pub struct ReplicationStats {
     /// Times this process was found paused, and copies put in doubt then.
     pub pauses: AtomicU64,
     pub doubted_copies: AtomicU64,
+    /// Anti-entropy rounds completed with a peer, and copies they sent
+    /// because the peer lacked them or held another version.
+    pub anti_entropy_rounds: AtomicU64,
+    pub anti_entropy_copies: AtomicU64,
 }
 
 /// Settings of the replication layer.
@@ -150,6 +156,8 @@ pub struct ReplicationConfig {
     pub pause_threshold: Duration,
     /// How long an ownership lease lasts (see [`lease`]).
     pub lease_term: Duration,
+    /// Time between two anti-entropy rounds (see [`anti_entropy`]).
+    pub anti_entropy_interval: Duration,
 }
 
 /// What became of one copy sent to a peer.
@@ -249,7 +257,11 @@ impl Replication {
         let doubter = tokio::spawn(doubt_regained_copies(inner.clone(), views.clone()));
         let leaser = tokio::spawn(renew_leases(inner.clone(), views.clone()));
         let rebalancer = tokio::spawn(rebalance::run(inner.clone(), views));
-        inner.tasks.lock().extend([doubter, leaser, rebalancer]);
+        let syncer = tokio::spawn(sync::run(inner.clone()));
+        inner
+            .tasks
+            .lock()
+            .extend([doubter, leaser, rebalancer, syncer]);
         Ok(Replication { inner })
     }
 
@@ -595,6 +607,11 @@ impl Replication {
             true => Ok(()),
             false => Err(OwnerError::Unreachable),
         }
+    }
+
+    /// A peer's anti-entropy round with this node (see [`anti_entropy`]).
+    pub fn sync_answer(&self, request: &client::SyncRequest) -> client::SyncReply {
+        sync::answer(&self.inner, request)
     }
 
     /// A peer asks for a lease under `fingerprint`: the term granted, if any.

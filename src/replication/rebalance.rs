@@ -296,14 +296,14 @@ async fn deliver_hints(inner: &Arc<Inner>) -> bool {
 }
 
 /// Paces sends to at most `rate` copies per second.
-struct Throttle {
+pub(super) struct Throttle {
     rate: f64,
     started: Instant,
     sent: u64,
 }
 
 impl Throttle {
-    fn new(rate: u32) -> Throttle {
+    pub(super) fn new(rate: u32) -> Throttle {
         Throttle {
             rate: f64::from(rate.max(1)),
             started: Instant::now(),
@@ -311,7 +311,7 @@ impl Throttle {
         }
     }
 
-    async fn wait(&mut self, n: u64) {
+    pub(super) async fn wait(&mut self, n: u64) {
         let due = Duration::from_secs_f64(self.sent as f64 / self.rate);
         if let Some(ahead) = due.checked_sub(self.started.elapsed()) {
             tokio::time::sleep(ahead).await;

@@ -549,7 +549,21 @@ impl Store {
             .collect()
     }
 
-    /// Visits every live session id, one shard lock at a time.
+    /// Calls `f` with every unexpired entry held, live or tombstone (under the
+    /// shard locks, one shard at a time: `f` must be quick).
+    pub fn for_each_entry(&self, now: UnixMillis, mut f: impl FnMut(&SessionId, &Entry)) {
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            for (id, e) in shard.entries.iter() {
+                if !e.is_expired(now) {
+                    f(id, e);
+                }
+            }
+        }
+    }
+
+    /// Calls `f` with the id of every live session held (under the shard locks:
+    /// `f` must be quick).
     pub fn for_each_live(&self, now: UnixMillis, mut f: impl FnMut(&SessionId)) {
         for shard in self.shards.iter() {
             let shard = shard.lock();
