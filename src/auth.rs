@@ -6,6 +6,8 @@
 //! SHA-256 of the body>")` in URL-safe base64. A request whose timestamp is more than
 //! [`MAX_SKEW_MS`] away from the receiver's clock is refused, which bounds replays
 //! to that window; the body digest means a captured signature cannot carry another body.
+//! The digest also travels in [`DIGEST_HEADER`], so that the receiver checks the
+//! signature before it reads (and buffers) the body, then the body against it.
 //!
 //! The signer may also hold other cluster secrets (`cluster_previous_secrets`,
 //! for a key rotation): signatures and proofs made with any of them are
@@ -33,6 +35,11 @@ pub const HEADER: &str = "x-sessionmesh-auth";
 /// The session id an entry node verified from the request's cookie (signed along
 /// with the request; see the module doc).
 pub const SESSION_HEADER: &str = "x-sessionmesh-session";
+
+/// Header carrying the hex SHA-256 of an internal request's body, which the
+/// signature covers: the receiver checks the signature before it reads the
+/// body, then the body against this digest. Absent for an empty body.
+pub const DIGEST_HEADER: &str = "x-sessionmesh-content-sha256";
 
 /// Hex SHA-256 of the empty body (most internal requests have none).
 const EMPTY_BODY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -141,16 +148,9 @@ impl Signer {
         node_id: &str,
         method: &str,
         path: &str,
-        body: &[u8],
+        digest: &str,
         session: Option<&str>,
     ) -> Hmac<Sha256> {
-        let digest;
-        let digest = if body.is_empty() {
-            EMPTY_BODY_SHA256
-        } else {
-            digest = hex(&Sha256::digest(body));
-            &digest
-        };
         let mut millis_text = [0u8; 20];
         let mut mac = mac_with(
             keyed,
@@ -186,6 +186,19 @@ impl Signer {
         body: &[u8],
         session: Option<&str>,
     ) -> String {
+        self.sign_claimed(node_id, method, path_and_query, &body_digest(body), session)
+    }
+
+    /// The header value for a request whose body has `digest`
+    /// ([`body_digest`]), sent along in [`DIGEST_HEADER`].
+    pub fn sign_claimed(
+        &self,
+        node_id: &str,
+        method: &str,
+        path_and_query: &str,
+        digest: &str,
+        session: Option<&str>,
+    ) -> String {
         let millis = now_millis();
         let tag = self
             .request_mac(
@@ -194,7 +207,7 @@ impl Signer {
                 node_id,
                 method,
                 path_and_query,
-                body,
+                digest,
                 session,
             )
             .finalize()
@@ -223,6 +236,21 @@ impl Signer {
         body: &[u8],
         session: Option<&str>,
     ) -> Result<&'a str, AuthError> {
+        self.verify_claimed(header, method, path_and_query, &body_digest(body), session)
+    }
+
+    /// Checks a header value against the body digest the request claims
+    /// ([`DIGEST_HEADER`]; [`body_digest`] of nothing when absent), before the
+    /// body is read; returns the signer's node id. The body must then be
+    /// checked against `digest`.
+    pub fn verify_claimed<'a>(
+        &self,
+        header: Option<&'a str>,
+        method: &str,
+        path_and_query: &str,
+        digest: &str,
+        session: Option<&str>,
+    ) -> Result<&'a str, AuthError> {
         let header = header.ok_or(AuthError::Missing)?;
         let rest = header.strip_prefix("v1.").ok_or(AuthError::Malformed)?;
         let (millis, rest) = rest.split_once('.').ok_or(AuthError::Malformed)?;
@@ -242,7 +270,7 @@ impl Signer {
                 node_id,
                 method,
                 path_and_query,
-                body,
+                digest,
                 session,
             )
             .verify_slice(&given[..len])
@@ -253,6 +281,20 @@ impl Signer {
             false => Err(AuthError::BadSignature),
         }
     }
+}
+
+/// The body digest a signature covers: lower-case hex SHA-256.
+pub fn body_digest(body: &[u8]) -> String {
+    if body.is_empty() {
+        EMPTY_BODY_SHA256.to_owned()
+    } else {
+        hex(&Sha256::digest(body))
+    }
+}
+
+/// [`body_digest`] of nothing.
+pub fn empty_body_digest() -> &'static str {
+    EMPTY_BODY_SHA256
 }
 
 /// Lower-case hex of `bytes`.
@@ -394,7 +436,7 @@ mod tests {
         let s = signer("cluster-secret-cluster-secret-xx");
         let old = now_millis() - MAX_SKEW_MS - 1_000;
         let tag = s
-            .request_mac(&s.keyed, old, "n", "GET", "/x", b"", None)
+            .request_mac(&s.keyed, old, "n", "GET", "/x", EMPTY_BODY_SHA256, None)
             .finalize()
             .into_bytes();
         let stale = format!("v1.{old}.n.{}", URL_SAFE_NO_PAD.encode(tag));

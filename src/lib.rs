@@ -128,7 +128,7 @@ pub mod testing {
     }
 
     pub mod auth {
-        pub use crate::auth::{Signer, HEADER, SESSION_HEADER};
+        pub use crate::auth::{body_digest, Signer, DIGEST_HEADER, HEADER, SESSION_HEADER};
     }
     pub mod cookie {
         pub use crate::cookie::CookieCodec;

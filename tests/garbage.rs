@@ -898,11 +898,13 @@ async fn hostile_replication_batches() {
     let replicate = sessionmesh::testing::replication::client::REPLICATE_PATH;
     let signed = |method: &str, path: &str, body: &[u8]| {
         let header = signer.sign("node2", method, path, body);
+        let digest = auth::body_digest(body);
         request(
             method,
             path.as_bytes(),
             &[
                 (auth::HEADER, header.as_bytes()),
+                (auth::DIGEST_HEADER, digest.as_bytes()),
                 ("content-type", b"application/json"),
             ],
             body,

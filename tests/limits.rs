@@ -310,6 +310,10 @@ async fn the_session_size_limit_holds_for_every_write() {
             sessionmesh::testing::auth::HEADER,
             signer.sign("node2", "POST", replicate, body.as_bytes()),
         )
+        .header(
+            sessionmesh::testing::auth::DIGEST_HEADER,
+            sessionmesh::testing::auth::body_digest(body.as_bytes()),
+        )
         .header("content-type", "application/json")
         .body(body)
         .send()
@@ -322,4 +326,107 @@ async fn the_session_size_limit_holds_for_every_write() {
     assert_eq!(ack["refused"], json!([fresh.to_string()]));
     assert!(cluster.nodes[0].node().replication().copy(&fresh).is_none());
     cluster.shutdown().await;
+}
+
+/// The internal listener checks a request's signature before it reads the
+/// body: a stranger who streams a body that never ends is refused at once
+/// (before, every such request held up to 64 MiB of buffer until its body
+/// ended); a peer's signed body that does not match its signed digest is
+/// refused too. Both are counted as 401s of the internal listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_body_is_not_read_before_its_signature_is_checked() {
+    let cluster = Cluster::start(1).await;
+    let replicate = sessionmesh::testing::replication::client::REPLICATE_PATH;
+    let refused_before = internal_401s(&cluster).await;
+    let forged = [
+        None,
+        Some(format!(
+            "v1.{}.node2.{}",
+            sessionmesh::testing::session::now_millis(),
+            "A".repeat(43)
+        )),
+    ];
+    for auth in &forged {
+        // One chunk, then a body that never ends (the sender stays open).
+        use futures_util::StreamExt;
+        let chunk = Ok::<_, std::io::Error>(vec![b'x'; 64 * 1024]);
+        let endless = futures_util::stream::iter([chunk]).chain(futures_util::stream::pending());
+        let body = reqwest::Body::wrap_stream(endless);
+        let mut request = cluster
+            .http
+            .post(cluster.internal_url(0, replicate))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(auth) = auth {
+            request = request.header(sessionmesh::testing::auth::HEADER, auth);
+        }
+        let response = tokio::time::timeout(Duration::from_secs(10), request.send())
+            .await
+            .expect("answered without waiting for the body")
+            .unwrap();
+        assert_eq!(response.status(), 401, "{auth:?}");
+    }
+
+    // A peer's signature over one body, sent with another.
+    let signer = sessionmesh::testing::auth::Signer::new(cluster.secrets.cluster.clone());
+    let signed = r#"{"from":"node2","records":[]}"#;
+    let sent = r#"{"from":"node2","records":[],"x":1}"#;
+    let response = cluster
+        .http
+        .post(cluster.internal_url(0, replicate))
+        .header(
+            sessionmesh::testing::auth::HEADER,
+            signer.sign("node2", "POST", replicate, signed.as_bytes()),
+        )
+        .header(
+            sessionmesh::testing::auth::DIGEST_HEADER,
+            sessionmesh::testing::auth::body_digest(signed.as_bytes()),
+        )
+        .body(sent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"], "unauthorized");
+    // The same signature with its own body is served.
+    let response = cluster
+        .http
+        .post(cluster.internal_url(0, replicate))
+        .header(
+            sessionmesh::testing::auth::HEADER,
+            signer.sign("node2", "POST", replicate, signed.as_bytes()),
+        )
+        .header(
+            sessionmesh::testing::auth::DIGEST_HEADER,
+            sessionmesh::testing::auth::body_digest(signed.as_bytes()),
+        )
+        .body(signed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(internal_401s(&cluster).await, refused_before + 3);
+    cluster.shutdown().await;
+}
+
+/// `sessionmesh_http_requests_total` of the internal listener with status 401.
+async fn internal_401s(cluster: &Cluster) -> u64 {
+    let text = cluster
+        .http
+        .get(cluster.url(0, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("sessionmesh_http_requests_total{")
+                && l.contains(r#"listener="internal""#)
+                && l.contains(r#"status="401""#)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }

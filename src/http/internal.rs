@@ -13,6 +13,7 @@ use actix_web::{web, HttpMessage, HttpResponse, ResponseError};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use super::ApiError;
 use crate::auth::{self, Signer};
@@ -91,8 +92,10 @@ async fn ping(node: web::Data<Node>) -> HttpResponse {
     HttpResponse::Ok().json(json!({"node_id": node.id(), "generation": node.generation()}))
 }
 
-/// Checks the signature of an internal request, body included, before any
-/// handler runs; the body is read here (bounded) and handed on.
+/// Checks the signature of an internal request before any handler runs, and
+/// before its body is read: the signature covers the body's digest, which the
+/// request states in [`auth::DIGEST_HEADER`]. Only a signed request's body is
+/// then read (bounded) and checked against that digest, and handed on.
 pub(super) async fn authenticate(
     signer: Arc<Signer>,
     mut req: ServiceRequest,
@@ -102,12 +105,44 @@ pub(super) async fn authenticate(
         let response = ApiError::new(status, code, message).error_response();
         Ok(req.into_response(response).map_into_right_body())
     };
-    // A link upgrade's payload is the link itself: it is signed with no body and
-    // left for the link to read.
-    let is_link = req.path() == LINK_PATH;
-    let mut payload = req.take_payload();
-    let mut body = BytesMut::new();
-    if !is_link {
+    let verified = {
+        let headers = req.headers();
+        let header = headers.get(auth::HEADER).and_then(|v| v.to_str().ok());
+        // A header that is not text cannot have been signed: refused.
+        let text = |name: &str| match headers.get(name).map(|v| v.to_str()) {
+            None => Ok(None),
+            Some(Ok(text)) => Ok(Some(text)),
+            Some(Err(_)) => Err(auth::AuthError::Malformed),
+        };
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or(req.path(), |pq| pq.as_str());
+        text(auth::SESSION_HEADER).and_then(|session| {
+            let digest = text(auth::DIGEST_HEADER)?.unwrap_or(auth::empty_body_digest());
+            signer
+                .verify_claimed(header, req.method().as_str(), path, digest, session)
+                .map(|_signer_node| digest.to_owned())
+        })
+    };
+    let digest = match verified {
+        Ok(digest) => digest,
+        Err(error) => {
+            tracing::debug!(peer = ?req.peer_addr(), %error, "internal request refused");
+            return refuse(
+                req,
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                error.to_string(),
+            );
+        }
+    };
+    // A link upgrade's payload is the link itself: it is signed with no body
+    // and left for the link to read.
+    if req.path() != LINK_PATH {
+        let mut payload = req.take_payload();
+        let mut body = BytesMut::new();
+        let mut hasher = Sha256::new();
         while let Some(chunk) = payload.next().await {
             let Ok(chunk) = chunk else {
                 return refuse(
@@ -125,46 +160,24 @@ pub(super) async fn authenticate(
                     "internal request body too large".into(),
                 );
             }
+            hasher.update(&chunk);
             body.extend_from_slice(&chunk);
         }
-    }
-    let body = body.freeze();
-    let verified = {
-        let headers = req.headers();
-        let header = headers.get(auth::HEADER).and_then(|v| v.to_str().ok());
-        // A session header that is not text cannot have been signed: refused.
-        let session = match headers.get(auth::SESSION_HEADER).map(|v| v.to_str()) {
-            None => Ok(None),
-            Some(Ok(text)) => Ok(Some(text)),
-            Some(Err(_)) => Err(auth::AuthError::Malformed),
+        let actual = if body.is_empty() {
+            auth::empty_body_digest().to_owned()
+        } else {
+            auth::hex(&hasher.finalize())
         };
-        let path = req
-            .uri()
-            .path_and_query()
-            .map_or(req.path(), |pq| pq.as_str());
-        session.and_then(|session| {
-            signer
-                .verify_with_session(header, req.method().as_str(), path, &body, session)
-                .map(|_signer_node| ())
-        })
-    };
-    match verified {
-        Ok(()) => {
-            req.set_payload(if is_link {
-                payload
-            } else {
-                actix_web::dev::Payload::from(body)
-            });
-            Ok(next.call(req).await?.map_into_left_body())
-        }
-        Err(error) => {
-            tracing::debug!(peer = ?req.peer_addr(), %error, "internal request refused");
-            refuse(
+        if actual != digest {
+            tracing::debug!(peer = ?req.peer_addr(), "internal request body does not match its signed digest");
+            return refuse(
                 req,
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
-                error.to_string(),
-            )
+                "the body does not match its signed digest".into(),
+            );
         }
+        req.set_payload(actix_web::dev::Payload::from(body.freeze()));
     }
+    Ok(next.call(req).await?.map_into_left_body())
 }

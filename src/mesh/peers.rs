@@ -291,12 +291,16 @@ impl Peers {
         body: Bytes,
     ) -> Asked {
         let url = node.transport().url(addr, &path);
-        let signature = node.signer().sign(node.id(), method, &path, &body);
+        let digest = auth::body_digest(&body);
+        let signature = node
+            .signer()
+            .sign_claimed(node.id(), method, &path, &digest, None);
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
         let mut request = self
             .http
             .request(method, url)
             .header(auth::HEADER, signature)
+            .header(auth::DIGEST_HEADER, digest)
             .header(ENTRY_NODE, node.id())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);

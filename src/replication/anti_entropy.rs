@@ -124,7 +124,7 @@ pub fn to_send(mine: &[Summary], theirs: &[Summary]) -> Vec<String> {
     let theirs: HashMap<&str, &Summary> = theirs.iter().map(|s| (s.id.as_str(), s)).collect();
     let mut ids: Vec<String> = mine
         .iter()
-        .filter(|s| theirs.get(s.id.as_str()) != Some(&s))
+        .filter(|s| theirs.get(s.id.as_str()) != Some(s))
         .map(|s| s.id.clone())
         .collect();
     ids.sort();

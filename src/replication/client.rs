@@ -179,14 +179,16 @@ impl InternalClient {
 
     /// [`InternalClient::push`] as `POST /internal/replicate`.
     async fn push_http(&self, internal_addr: &str, body: Bytes) -> Result<BatchAck, PeerError> {
+        let digest = auth::body_digest(&body);
         let response = self
             .http
             .post(self.transport.url(internal_addr, REPLICATE_PATH))
             .header(
                 auth::HEADER,
                 self.signer
-                    .sign(&self.self_id, "POST", REPLICATE_PATH, &body),
+                    .sign_claimed(&self.self_id, "POST", REPLICATE_PATH, &digest, None),
             )
+            .header(auth::DIGEST_HEADER, digest)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
             .send()
@@ -247,7 +249,28 @@ impl InternalClient {
     }
 
     /// A peer's copy of a session (live or tombstone), if it has one.
+    ///
+    /// Asked again, once, on a new connection when the first attempt failed
+    /// quickly without a timeout: a pooled connection that the peer closed
+    /// while this process stood still (a pause, a frozen container) fails
+    /// on first use, and a read is safe to repeat.
     pub async fn fetch(
+        &self,
+        internal_addr: &str,
+        id: &SessionId,
+    ) -> Result<Option<Record>, PeerError> {
+        let started = std::time::Instant::now();
+        match self.fetch_once(internal_addr, id).await {
+            Err(PeerError::Failed(_) | PeerError::Unreachable(_))
+                if started.elapsed() < FETCH_TIMEOUT / 4 =>
+            {
+                self.fetch_once(internal_addr, id).await
+            }
+            answer => answer,
+        }
+    }
+
+    async fn fetch_once(
         &self,
         internal_addr: &str,
         id: &SessionId,
