@@ -263,6 +263,8 @@ pub struct Metrics {
     pub stale_writes: Counter,
     /// Anti-entropy rounds completed with a peer.
     pub anti_entropy_rounds: Counter,
+    /// Copies kept as hints because a peer's outbox was full.
+    pub outbox_overflows: Counter,
     /// Copies anti-entropy sent to a holder that lacked them or held another version.
     pub anti_entropy_sessions: Counter,
     /// Copies from peers refused because their data is over `max_session_bytes`.
@@ -402,6 +404,10 @@ impl Metrics {
             "anti_entropy_rounds",
             "Anti-entropy rounds completed with a peer (digests of the sessions both hold compared)",
         );
+        let outbox_overflows = counter(
+            "outbox_overflows",
+            "Copies for a peer kept as hints (re-sent later, one per session) because its outbox was full: the peer is slow or frozen",
+        );
         let anti_entropy_sessions = counter(
             "anti_entropy_sessions",
             "Copies anti-entropy sent to a holder that lacked them or held another version",
@@ -453,6 +459,7 @@ impl Metrics {
             stale_writes,
             anti_entropy_rounds,
             anti_entropy_sessions,
+            outbox_overflows,
             refused_copies,
         }
     }
@@ -586,6 +593,7 @@ impl Metrics {
         set(&self.doubted_sessions, load(&stats.doubted_copies));
         set(&self.stale_writes, load(&stats.stale_writes));
         set(&self.anti_entropy_rounds, load(&stats.anti_entropy_rounds));
+        set(&self.outbox_overflows, load(&stats.outbox_overflows));
         set(
             &self.anti_entropy_sessions,
             load(&stats.anti_entropy_copies),

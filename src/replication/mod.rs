@@ -73,6 +73,13 @@ pub const FALLBACKS: usize = 2;
 /// Most records in one replication request.
 const MAX_BATCH: usize = 512;
 
+/// Copies waiting for one peer, at most. A peer that falls this far behind (it
+/// is slow or frozen) gets further copies as hints: session ids, one per
+/// session, re-sent whole once it answers again, so that expiry refreshes of one
+/// session coalesce instead of piling up; a write waiting for it moves on to a
+/// stand-in at once.
+pub const OUTBOX_JOBS: usize = 4096;
+
 /// Why an owner-side operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OwnerError {
@@ -139,6 +146,9 @@ pub struct ReplicationStats {
     /// because the peer lacked them or held another version.
     pub anti_entropy_rounds: AtomicU64,
     pub anti_entropy_copies: AtomicU64,
+    /// Copies not queued because the peer's outbox was full ([`OUTBOX_JOBS`]):
+    /// kept as hints instead.
+    pub outbox_overflows: AtomicU64,
 }
 
 /// Settings of the replication layer.
@@ -182,7 +192,7 @@ struct Inner {
     view: Arc<ArcSwap<ClusterView>>,
     client: InternalClient,
     runtime: Handle,
-    queues: Mutex<HashMap<NodeId, mpsc::UnboundedSender<Job>>>,
+    queues: Mutex<HashMap<NodeId, mpsc::Sender<Job>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Copies a peer missed: session ids per peer, retried by the rebalancer.
     hints: Mutex<HashMap<NodeId, HashSet<SessionId>>>,
@@ -886,18 +896,25 @@ impl Inner {
             return None;
         }
         let sender = queues.entry(peer.clone()).or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(OUTBOX_JOBS);
             let task = self
                 .runtime
                 .spawn(peer_queue(self.clone(), peer.clone(), rx));
             self.tasks.lock().push(task);
             tx
         });
-        if let Err(mpsc::error::SendError(job)) = sender.send(job) {
-            self.hint(peer, job.id);
-            return None;
+        match sender.try_send(job) {
+            Ok(()) => rx,
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                self.stats.outbox_overflows.fetch_add(1, Ordering::Relaxed);
+                self.hint(peer, job.id);
+                None
+            }
+            Err(mpsc::error::TrySendError::Closed(job)) => {
+                self.hint(peer, job.id);
+                None
+            }
         }
-        rx
     }
 
     /// Fire-and-forget copies to the other holders (expiry refreshes).
@@ -1058,7 +1075,7 @@ async fn renew_leases(inner: Arc<Inner>, mut views: watch::Receiver<Arc<ClusterV
 }
 
 /// The task that drains one peer's queue, a batch per request.
-async fn peer_queue(inner: Arc<Inner>, peer: NodeId, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn peer_queue(inner: Arc<Inner>, peer: NodeId, mut rx: mpsc::Receiver<Job>) {
     loop {
         let first = tokio::select! {
             _ = inner.stop.cancelled() => return,
