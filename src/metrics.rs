@@ -265,6 +265,9 @@ pub struct Metrics {
     pub anti_entropy_rounds: Counter,
     /// Copies kept as hints because a peer's outbox was full.
     pub outbox_overflows: Counter,
+    /// Dashboard overviews gathered from every member (concurrent requests
+    /// share one).
+    pub dashboard_gathers: Counter,
     /// Copies anti-entropy sent to a holder that lacked them or held another version.
     pub anti_entropy_sessions: Counter,
     /// Copies from peers refused because their data is over `max_session_bytes`.
@@ -404,6 +407,10 @@ impl Metrics {
             "anti_entropy_rounds",
             "Anti-entropy rounds completed with a peer (digests of the sessions both hold compared)",
         );
+        let dashboard_gathers = counter(
+            "dashboard_gathers",
+            "Dashboard overviews gathered from every live member (concurrent and repeated requests share one)",
+        );
         let outbox_overflows = counter(
             "outbox_overflows",
             "Copies for a peer kept as hints (re-sent later, one per session) because its outbox was full: the peer is slow or frozen",
@@ -460,6 +467,7 @@ impl Metrics {
             anti_entropy_rounds,
             anti_entropy_sessions,
             outbox_overflows,
+            dashboard_gathers,
             refused_copies,
         }
     }

@@ -177,6 +177,46 @@ async fn the_overview_gathers_every_members_view() {
     cluster.shutdown().await;
 }
 
+/// Concurrent overview requests share one gathering: thirty at once on one
+/// node ask each peer once, not thirty times (before, each request that found
+/// no fresh cache gathered on its own); counted in
+/// `sessionmesh_dashboard_gathers_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_overview_requests_share_one_gathering() {
+    let cluster = Cluster::start(3).await;
+    let gathers = || cluster.nodes[1].node().metrics().dashboard_gathers.get();
+    let before = gathers();
+    let url = cluster.url(1, "/api/cluster/overview");
+    let started = std::time::Instant::now();
+    let answers = futures_util::future::join_all((0..30).map(|_| {
+        let request = cluster.http.get(&url).send();
+        async move {
+            let response = request.await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    }))
+    .await;
+    let took = started.elapsed();
+    assert!(answers
+        .iter()
+        .all(|a| a["nodes"].as_array().map(Vec::len) == Some(3)));
+    // The overview is reused for 500 ms after it was gathered: a burst that
+    // took longer could honestly need a second gathering.
+    assert!(took < Duration::from_millis(500), "the burst took {took:?}");
+    assert_eq!(
+        gathers() - before,
+        1,
+        "gatherings for 30 concurrent requests"
+    );
+    let text = metrics(&cluster, 1).await;
+    assert!(
+        text.contains("sessionmesh_dashboard_gathers_total "),
+        "{text}"
+    );
+    cluster.shutdown().await;
+}
+
 /// whereis answers what the session document says, on every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whereis_agrees_with_the_session_document() {

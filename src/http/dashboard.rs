@@ -8,15 +8,19 @@
 //! inside a container network. Peers always reach each other's internal
 //! listener, so this node asks them there, with the same signed requests as any
 //! other peer traffic (`GET /internal/dashboard`), and the page needs no CORS.
-//! Answers are cached per worker for [`CACHE_FOR`], which bounds the fan-out
-//! that anonymous callers can cause to one round per member per period.
+//! Answers are cached per worker for [`CACHE_FOR`], and requests that arrive
+//! while a worker gathers wait for that gathering rather than start their own:
+//! whatever anonymous callers do, a worker asks each member at most once per
+//! period (counted in `sessionmesh_dashboard_gathers_total`).
 
 use std::cell::{OnceCell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpResponse};
 use bytes::Bytes;
-use futures_util::future::join_all;
+use futures_util::future::{join_all, FutureExt, Shared};
 use serde_json::{json, Value};
 
 use super::admin;
@@ -77,7 +81,12 @@ thread_local! {
     static CLIENT: OnceCell<reqwest::Client> = const { OnceCell::new() };
     /// The last overview this worker gathered: (node generation, when, body).
     static CACHE: RefCell<Option<(u64, Instant, Bytes)>> = const { RefCell::new(None) };
+    /// The gathering in progress on this worker, which concurrent requests share.
+    static GATHERING: RefCell<Option<(u64, Gathering)>> = const { RefCell::new(None) };
 }
+
+/// An overview being gathered, awaited by every request that wants it.
+type Gathering = Shared<Pin<Box<dyn Future<Output = Bytes>>>>;
 
 /// Asks one peer for its part, over its internal listener.
 async fn fetch_peer(node: &Node, member: &MemberReport) -> Value {
@@ -146,9 +155,35 @@ async fn overview(node: super::Shared) -> HttpResponse {
     let body = match cached {
         Some(body) => body,
         None => {
-            let body = Bytes::from(gather(&node).await.to_string());
-            CACHE.with(|cache| {
-                *cache.borrow_mut() = Some((node.generation(), Instant::now(), body.clone()))
+            let generation = node.generation();
+            let gathering = GATHERING.with(|slot| {
+                let mut slot = slot.borrow_mut();
+                match &*slot {
+                    Some((g, gathering)) if *g == generation => gathering.clone(),
+                    _ => {
+                        let node = node.clone();
+                        let future: Pin<Box<dyn Future<Output = Bytes>>> = Box::pin(async move {
+                            node.metrics().dashboard_gathers.inc();
+                            Bytes::from(gather(&node).await.to_string())
+                        });
+                        let gathering = future.shared();
+                        *slot = Some((generation, gathering.clone()));
+                        gathering
+                    }
+                }
+            });
+            let body = gathering.clone().await;
+            GATHERING.with(|slot| {
+                let mut slot = slot.borrow_mut();
+                if slot
+                    .as_ref()
+                    .is_some_and(|(_, current)| current.ptr_eq(&gathering))
+                {
+                    *slot = None;
+                    CACHE.with(|cache| {
+                        *cache.borrow_mut() = Some((generation, Instant::now(), body.clone()))
+                    });
+                }
             });
             body
         }
