@@ -1,11 +1,15 @@
 //! Authentication of internal requests with the cluster secret.
 //!
 //! Every request to the internal listener carries
-//! `x-sessionmesh-auth: v1.<unix millis>.<node id>.<tag>`, where `tag` is
-//! `HMAC-SHA256(cluster_secret, "v1\n<millis>\n<node id>\n<METHOD>\n<path?query>\n<hex
-//! SHA-256 of the body>")` in URL-safe base64. A request whose timestamp is more than
-//! [`MAX_SKEW_MS`] away from the receiver's clock is refused, which bounds replays
-//! to that window; the body digest means a captured signature cannot carry another body.
+//! `x-sessionmesh-auth: v2.<unix millis>.<nonce>.<node id>.<tag>`, where `nonce` is
+//! 128 random bits and `tag` is `HMAC-SHA256(cluster_secret, "v2\n<millis>\n<nonce>\n<node
+//! id>\n<METHOD>\n<path?query>\n<hex SHA-256 of the body>")`, both in URL-safe base64. A
+//! request whose timestamp is more than [`MAX_SKEW_MS`] away from the receiver's clock
+//! is refused, and within that window the receiver refuses a nonce it has seen
+//! ([`Replays`]): a captured request cannot be played again. The body digest means
+//! a captured signature cannot carry another body. (`v1` headers, the same without
+//! a nonce, from nodes of earlier versions, are still accepted during a rolling
+//! upgrade, with the timestamp window as their only replay bound.)
 //! The digest also travels in [`DIGEST_HEADER`], so that the receiver checks the
 //! signature before it reads (and buffers) the body, then the body against it.
 //!
@@ -75,6 +79,21 @@ pub enum AuthError {
     Stale,
     #[error("bad signature")]
     BadSignature,
+    #[error("request replayed (its nonce was seen within the timestamp window)")]
+    Replayed,
+    #[error("too many signed requests within the timestamp window to remember them")]
+    TooMany,
+}
+
+/// A signature that checked out.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verified<'a> {
+    /// The signer's node id.
+    pub node: &'a str,
+    /// When it signed (its clock).
+    pub millis: UnixMillis,
+    /// The request's nonce (absent in a `v1` header).
+    pub nonce: Option<u128>,
 }
 
 fn keyed(secret: &Secret) -> Hmac<Sha256> {
@@ -145,6 +164,7 @@ impl Signer {
         &self,
         keyed: &Hmac<Sha256>,
         millis: UnixMillis,
+        nonce: Option<&str>,
         node_id: &str,
         method: &str,
         path: &str,
@@ -152,17 +172,32 @@ impl Signer {
         session: Option<&str>,
     ) -> Hmac<Sha256> {
         let mut millis_text = [0u8; 20];
-        let mut mac = mac_with(
-            keyed,
-            &[
-                b"v1",
-                decimal(millis, &mut millis_text),
-                node_id.as_bytes(),
-                method.as_bytes(),
-                path.as_bytes(),
-                digest.as_bytes(),
-            ],
-        );
+        let millis = decimal(millis, &mut millis_text);
+        let mut mac = match nonce {
+            Some(nonce) => mac_with(
+                keyed,
+                &[
+                    b"v2",
+                    millis,
+                    nonce.as_bytes(),
+                    node_id.as_bytes(),
+                    method.as_bytes(),
+                    path.as_bytes(),
+                    digest.as_bytes(),
+                ],
+            ),
+            None => mac_with(
+                keyed,
+                &[
+                    b"v1",
+                    millis,
+                    node_id.as_bytes(),
+                    method.as_bytes(),
+                    path.as_bytes(),
+                    digest.as_bytes(),
+                ],
+            ),
+        };
         if let Some(session) = session {
             mac.update(b"session ");
             mac.update(session.as_bytes());
@@ -200,10 +235,12 @@ impl Signer {
         session: Option<&str>,
     ) -> String {
         let millis = now_millis();
+        let nonce = URL_SAFE_NO_PAD.encode(rand::random::<u128>().to_be_bytes());
         let tag = self
             .request_mac(
                 &self.keyed,
                 millis,
+                Some(&nonce),
                 node_id,
                 method,
                 path_and_query,
@@ -212,7 +249,10 @@ impl Signer {
             )
             .finalize()
             .into_bytes();
-        format!("v1.{millis}.{node_id}.{}", URL_SAFE_NO_PAD.encode(tag))
+        format!(
+            "v2.{millis}.{nonce}.{node_id}.{}",
+            URL_SAFE_NO_PAD.encode(tag)
+        )
     }
 
     /// Checks a header value; returns the signer's node id.
@@ -251,9 +291,44 @@ impl Signer {
         digest: &str,
         session: Option<&str>,
     ) -> Result<&'a str, AuthError> {
+        self.verify_request(header, method, path_and_query, digest, session)
+            .map(|verified| verified.node)
+    }
+
+    /// [`Signer::verify_claimed`], with what the header says of the request:
+    /// the caller checks its nonce against [`Replays`].
+    pub fn verify_request<'a>(
+        &self,
+        header: Option<&'a str>,
+        method: &str,
+        path_and_query: &str,
+        digest: &str,
+        session: Option<&str>,
+    ) -> Result<Verified<'a>, AuthError> {
         let header = header.ok_or(AuthError::Missing)?;
-        let rest = header.strip_prefix("v1.").ok_or(AuthError::Malformed)?;
+        let (v2, rest) = match (header.strip_prefix("v2."), header.strip_prefix("v1.")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => return Err(AuthError::Malformed),
+        };
         let (millis, rest) = rest.split_once('.').ok_or(AuthError::Malformed)?;
+        let (nonce_text, rest) = match v2 {
+            true => {
+                let (nonce, rest) = rest.split_once('.').ok_or(AuthError::Malformed)?;
+                (Some(nonce), rest)
+            }
+            false => (None, rest),
+        };
+        let nonce = match nonce_text {
+            Some(text) => {
+                let mut bytes = [0u8; 16];
+                match URL_SAFE_NO_PAD.decode_slice(text, &mut bytes) {
+                    Ok(16) => Some(u128::from_be_bytes(bytes)),
+                    _ => return Err(AuthError::Malformed),
+                }
+            }
+            None => None,
+        };
         let (node_id, tag) = rest.rsplit_once('.').ok_or(AuthError::Malformed)?;
         let millis: UnixMillis = millis.parse().map_err(|_| AuthError::Malformed)?;
         let mut given = [0u8; 32];
@@ -267,6 +342,7 @@ impl Signer {
             self.request_mac(
                 keyed,
                 millis,
+                nonce_text,
                 node_id,
                 method,
                 path_and_query,
@@ -277,9 +353,74 @@ impl Signer {
             .is_ok()
         });
         match signed_by_one {
-            true => Ok(node_id),
+            true => Ok(Verified {
+                node: node_id,
+                millis,
+                nonce,
+            }),
             false => Err(AuthError::BadSignature),
         }
+    }
+}
+
+/// Most nonces [`Replays`] remembers: with every one still inside the
+/// timestamp window (peers signing more than about 2,000 requests a second for
+/// a minute), further signed requests are refused until the oldest leave it.
+pub const MAX_NONCES: usize = 1 << 18;
+
+/// The nonces of the signed requests a node accepted whose timestamps are
+/// still inside the window ([`MAX_SKEW_MS`] either way): a request that comes
+/// again is refused. Bounded by [`MAX_NONCES`].
+#[derive(Default)]
+pub struct Replays {
+    seen: parking_lot::Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    nonces: std::collections::HashSet<u128>,
+    /// In arrival order, with their timestamps: the front leaves first.
+    order: std::collections::VecDeque<(UnixMillis, u128)>,
+}
+
+impl Replays {
+    /// Records a verified request's nonce; refuses one seen before. A `v1`
+    /// request (no nonce) passes.
+    pub fn check(&self, verified: &Verified<'_>, now: UnixMillis) -> Result<(), AuthError> {
+        let Some(nonce) = verified.nonce else {
+            return Ok(());
+        };
+        let mut seen = self.seen.lock();
+        // A nonce is forgotten only once its timestamp left the window: from
+        // then on the timestamp check refuses the request anyway. (Arrival
+        // order is not timestamp order: an entry behind a younger one stays a
+        // little longer, never less.)
+        while let Some(&(millis, old)) = seen.order.front() {
+            if millis.saturating_add(MAX_SKEW_MS) >= now {
+                break;
+            }
+            seen.order.pop_front();
+            seen.nonces.remove(&old);
+        }
+        if seen.nonces.contains(&nonce) {
+            return Err(AuthError::Replayed);
+        }
+        if seen.nonces.len() >= MAX_NONCES {
+            return Err(AuthError::TooMany);
+        }
+        seen.nonces.insert(nonce);
+        seen.order.push_back((verified.millis, nonce));
+        Ok(())
+    }
+
+    /// Nonces remembered now.
+    pub fn len(&self) -> usize {
+        self.seen.lock().nonces.len()
+    }
+
+    /// Whether none is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -432,11 +573,79 @@ mod tests {
     }
 
     #[test]
+    fn a_request_is_accepted_once_within_the_window() {
+        let s = signer("cluster-secret-cluster-secret-xx");
+        let replays = Replays::default();
+        let now = now_millis();
+        let first = s.sign("n", "GET", "/x", b"");
+        let second = s.sign("n", "GET", "/x", b"");
+        assert_ne!(
+            first, second,
+            "two signatures of one request differ (nonces)"
+        );
+        for header in [&first, &second] {
+            let verified = s
+                .verify_request(Some(header), "GET", "/x", EMPTY_BODY_SHA256, None)
+                .unwrap();
+            assert_eq!(replays.check(&verified, now), Ok(()));
+            assert_eq!(replays.check(&verified, now), Err(AuthError::Replayed));
+        }
+        // Forgotten only once the timestamp left the window, when the
+        // timestamp check refuses it anyway.
+        let later = now + MAX_SKEW_MS + 5_000;
+        let fresh = s.sign("n", "GET", "/y", b"");
+        let fresh = s
+            .verify_request(Some(&fresh), "GET", "/y", EMPTY_BODY_SHA256, None)
+            .unwrap();
+        assert_eq!(replays.check(&fresh, later), Ok(()));
+        assert_eq!(replays.len(), 1);
+        assert_eq!(
+            s.verify(Some(&first), "GET", "/x", b"").err(),
+            None,
+            "still inside the window now"
+        );
+    }
+
+    #[test]
+    fn the_replay_memory_is_bounded() {
+        let replays = Replays::default();
+        let now = now_millis();
+        for n in 0..MAX_NONCES as u128 {
+            let v = Verified {
+                node: "n",
+                millis: now,
+                nonce: Some(n),
+            };
+            assert_eq!(replays.check(&v, now), Ok(()));
+        }
+        let one_more = Verified {
+            node: "n",
+            millis: now,
+            nonce: Some(u128::MAX),
+        };
+        assert_eq!(replays.check(&one_more, now), Err(AuthError::TooMany));
+        assert_eq!(replays.len(), MAX_NONCES);
+        // Once they leave the window, room again.
+        let later = now + MAX_SKEW_MS + 1;
+        assert_eq!(replays.check(&one_more, later), Ok(()));
+        assert_eq!(replays.len(), 1);
+    }
+
+    #[test]
     fn old_and_malformed_headers_are_refused() {
         let s = signer("cluster-secret-cluster-secret-xx");
         let old = now_millis() - MAX_SKEW_MS - 1_000;
         let tag = s
-            .request_mac(&s.keyed, old, "n", "GET", "/x", EMPTY_BODY_SHA256, None)
+            .request_mac(
+                &s.keyed,
+                old,
+                None,
+                "n",
+                "GET",
+                "/x",
+                EMPTY_BODY_SHA256,
+                None,
+            )
             .finalize()
             .into_bytes();
         let stale = format!("v1.{old}.n.{}", URL_SAFE_NO_PAD.encode(tag));

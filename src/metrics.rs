@@ -265,6 +265,8 @@ pub struct Metrics {
     pub anti_entropy_rounds: Counter,
     /// Copies kept as hints because a peer's outbox was full.
     pub outbox_overflows: Counter,
+    /// Signed internal requests refused because they came again (a replay).
+    pub replayed_requests: Counter,
     /// Dashboard overviews gathered from every member (concurrent requests
     /// share one).
     pub dashboard_gathers: Counter,
@@ -411,6 +413,10 @@ impl Metrics {
             "dashboard_gathers",
             "Dashboard overviews gathered from every live member (concurrent and repeated requests share one)",
         );
+        let replayed_requests = counter(
+            "replayed_requests",
+            "Signed internal requests refused because their nonce was seen before within the timestamp window (a replay)",
+        );
         let outbox_overflows = counter(
             "outbox_overflows",
             "Copies for a peer kept as hints (re-sent later, one per session) because its outbox was full: the peer is slow or frozen",
@@ -468,6 +474,7 @@ impl Metrics {
             anti_entropy_sessions,
             outbox_overflows,
             dashboard_gathers,
+            replayed_requests,
             refused_copies,
         }
     }

@@ -32,6 +32,8 @@ pub struct Node {
     replication: Replication,
     cookies: CookieCodec,
     signer: Signer,
+    /// Nonces of the signed internal requests accepted lately.
+    replays: crate::auth::Replays,
     status: AtomicU8,
     metrics: Metrics,
     /// How this node dials peers' internal listeners (plain HTTP or mutual TLS).
@@ -68,6 +70,7 @@ impl Node {
         Node {
             cookies: CookieCodec::new(&config),
             signer,
+            replays: Default::default(),
             metrics: Metrics::new(&config.node_id).with_gossip_drops(membership.gossip_drops()),
             id,
             generation,
@@ -138,6 +141,11 @@ impl Node {
     /// Signs and checks internal requests.
     pub fn signer(&self) -> &Signer {
         &self.signer
+    }
+
+    /// The nonces of the signed internal requests accepted lately.
+    pub fn replays(&self) -> &crate::auth::Replays {
+        &self.replays
     }
 
     /// Gossip membership.

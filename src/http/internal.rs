@@ -16,12 +16,12 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::ApiError;
-use crate::auth::{self, Signer};
+use crate::auth;
 use crate::link::LINK_PATH;
 use crate::membership::{prove, Proof, ADMISSION_PATH};
 use crate::node::Node;
 use crate::replication::client::{REPLICATE_PATH, SESSIONS_PATH};
-use crate::session::SessionId;
+use crate::session::{now_millis, SessionId};
 
 /// Middleware of the `/fwd` scope: the forwarded request's session operations
 /// are served by this node (see [`crate::mesh::from_peer`]).
@@ -97,7 +97,7 @@ async fn ping(node: web::Data<Node>) -> HttpResponse {
 /// request states in [`auth::DIGEST_HEADER`]. Only a signed request's body is
 /// then read (bounded) and checked against that digest, and handed on.
 pub(super) async fn authenticate(
-    signer: Arc<Signer>,
+    node: Arc<Node>,
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
@@ -120,14 +120,25 @@ pub(super) async fn authenticate(
             .map_or(req.path(), |pq| pq.as_str());
         text(auth::SESSION_HEADER).and_then(|session| {
             let digest = text(auth::DIGEST_HEADER)?.unwrap_or(auth::empty_body_digest());
-            signer
-                .verify_claimed(header, req.method().as_str(), path, digest, session)
-                .map(|_signer_node| digest.to_owned())
+            let verified = node.signer().verify_request(
+                header,
+                req.method().as_str(),
+                path,
+                digest,
+                session,
+            )?;
+            // Last: a request refused for another reason does not use up its nonce.
+            node.replays().check(&verified, now_millis())?;
+            Ok(digest.to_owned())
         })
     };
     let digest = match verified {
         Ok(digest) => digest,
         Err(error) => {
+            if matches!(error, auth::AuthError::Replayed) {
+                node.metrics().replayed_requests.inc();
+                tracing::warn!(peer = ?req.peer_addr(), "a signed internal request came again: refused");
+            }
             tracing::debug!(peer = ?req.peer_addr(), %error, "internal request refused");
             return refuse(
                 req,

@@ -320,7 +320,7 @@ pub(crate) fn internal_app(
     >,
 > {
     let served_by = DefaultHeaders::new().add((SERVED_BY, node.id().to_owned()));
-    let signer = Arc::new(node.signer().clone());
+    let gate = node.clone().into_inner();
     let counted = node.clone().into_inner();
     // Forwarded public requests: served here, with the application's routes
     // when it gave them (a `Mesh` in the app data, as on the public listener).
@@ -337,7 +337,7 @@ pub(crate) fn internal_app(
     actix_web::App::new()
         .app_data(node)
         .wrap(actix_web::middleware::from_fn(move |req, next| {
-            internal::authenticate(signer.clone(), req, next)
+            internal::authenticate(gate.clone(), req, next)
         }))
         .wrap(served_by)
         .wrap(actix_web::middleware::from_fn(move |req, next| {
