@@ -271,12 +271,18 @@ impl fmt::Display for Scheme {
 #[derive(Clone, Debug)]
 pub struct PeerTransport {
     tls: Option<Arc<InternalTls>>,
+    /// Where connections to peers leave from: the internal listener's address
+    /// when it is a specific one (on a host with several, peers then see this
+    /// node's traffic come from the address they dial it at).
+    source: Option<std::net::IpAddr>,
 }
 
 impl PeerTransport {
     pub fn new(config: &Config) -> PeerTransport {
+        let ip = config.internal_addr.ip();
         PeerTransport {
             tls: config.internal_tls.clone().map(Arc::new),
+            source: (!ip.is_unspecified()).then_some(ip),
         }
     }
 
@@ -295,7 +301,9 @@ impl PeerTransport {
     /// A client builder with this transport's TLS (and no proxy: peers are
     /// dialed directly); the caller adds timeouts and pool settings.
     pub fn client_builder(&self) -> reqwest::ClientBuilder {
-        let builder = reqwest::Client::builder().no_proxy();
+        let builder = reqwest::Client::builder()
+            .no_proxy()
+            .local_address(self.source);
         match &self.tls {
             Some(tls) => builder
                 .use_preconfigured_tls(tls.client_config())

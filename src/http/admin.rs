@@ -39,6 +39,11 @@ pub(super) async fn view(node: &Node) -> serde_json::Value {
             "nodes": view.ring.nodes(),
             "shares": shares,
         },
+        // Ring members that vanished without leaving, still counted until
+        // `dead_node_grace`: with as many as the ring holds, this node has no
+        // majority and takes no write.
+        "missing": view.missing.keys().collect::<Vec<_>>(),
+        "quorum": node.replication().quorum(),
         "sessions": { "owned": counts.owned, "replica": counts.replica, "other": counts.other },
         "replication": node.replication().stats(),
         "handoff": node.replication().progress(),

@@ -49,12 +49,17 @@ const SEED_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the dead-node list is looked at even when the live set is quiet.
 const MISSING_RECHECK: Duration = Duration::from_secs(1);
 
-/// The nodes of `ringed` that chitchat holds dead, are not live under another
-/// generation, and did not announce `leaving`, with their last internal
-/// address; `ringed` forgets the nodes chitchat forgot (after `dead_node_grace`).
+/// The nodes of `ringed` (seen in this node's ring and still known to
+/// chitchat) that are out of the ring now without having announced `leaving`:
+/// those chitchat holds dead (not live under another generation either), and
+/// those still live that this node no longer admits (it cannot reach them: a
+/// partition may cut TCP before gossip notices); with their last internal
+/// address. `ringed` forgets the nodes chitchat forgot (after
+/// `dead_node_grace`).
 fn missing_members(
     chitchat: &chitchat::Chitchat,
     live: &HashMap<NodeId, Member>,
+    admitted: &BTreeSet<NodeId>,
     ringed: &mut BTreeSet<NodeId>,
 ) -> BTreeMap<NodeId, String> {
     let known: BTreeSet<&str> = chitchat
@@ -63,7 +68,7 @@ fn missing_members(
         .map(|id| &id.node_id[..])
         .collect();
     ringed.retain(|node| known.contains(node.as_ref()));
-    chitchat
+    let dead = chitchat
         .dead_nodes()
         .filter(|id| !live.contains_key(&id.node_id[..]) && ringed.contains(&id.node_id[..]))
         .filter_map(|id| {
@@ -71,8 +76,16 @@ fn missing_members(
             let leaving = state.get(KEY_STATUS) == Some(Status::Leaving.as_str());
             let internal = state.get(KEY_INTERNAL_ADDR)?;
             (!leaving).then(|| (NodeId::from(&id.node_id[..]), internal.to_owned()))
+        });
+    let unreachable = live
+        .values()
+        .filter(|m| {
+            ringed.contains(&m.node_id)
+                && !admitted.contains(&m.node_id)
+                && m.status == Status::Ready
         })
-        .collect()
+        .map(|m| (m.node_id.clone(), m.internal_addr.clone()));
+    dead.chain(unreachable).collect()
 }
 
 /// What membership needs to start.
@@ -163,6 +176,15 @@ impl ClusterView {
             && self.admitted == next.admitted
             && self.missing == next.missing
             && Arc::ptr_eq(&self.ring, &next.ring)
+    }
+
+    /// Whether the ring is a majority of the nodes this node knows of: the
+    /// ring's and the missing ones (vanished without leaving, counted until
+    /// `dead_node_grace`). Without it, this node may be on the minority side
+    /// of a partition, where the other side may have taken its sessions over.
+    pub fn quorum(&self) -> bool {
+        let ring = self.ring.nodes().len();
+        ring * 2 > ring + self.missing.len()
     }
 
     pub fn member(&self, node_id: &str) -> Option<&Member> {
@@ -321,17 +343,17 @@ impl Membership {
                         _ = tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)), if retry.is_some() => {}
                     }
                     let members = live_members(&live_rx.borrow_and_update());
-                    let missing = {
-                        let cc = chitchat.chitchat();
-                        let guard = cc.lock().await;
-                        missing_members(&guard, &members, &mut ringed)
-                    };
                     admission.schedule(&members);
                     let admitted: BTreeSet<NodeId> = members
                         .values()
                         .filter(|m| admission.admitted(m))
                         .map(|m| m.node_id.clone())
                         .collect();
+                    let missing = {
+                        let cc = chitchat.chitchat();
+                        let guard = cc.lock().await;
+                        missing_members(&guard, &members, &admitted, &mut ringed)
+                    };
                     let previous = view.load_full();
                     let next = ClusterView::build(
                         self_id.clone(),

@@ -146,6 +146,9 @@ pub struct ReplicationStats {
     /// because the peer lacked them or held another version.
     pub anti_entropy_rounds: AtomicU64,
     pub anti_entropy_copies: AtomicU64,
+    /// Writes refused because this node's ring was no majority of the nodes
+    /// it knows (it may be on the minority side of a partition).
+    pub no_quorum: AtomicU64,
     /// Copies not queued because the peer's outbox was full ([`OUTBOX_JOBS`]):
     /// kept as hints instead.
     pub outbox_overflows: AtomicU64,
@@ -578,6 +581,14 @@ impl Replication {
         }
         let inner = &self.inner;
         let mut asked = None;
+        // Two sides of a partition must not both take writes to one session:
+        // a node that does not see a majority of the nodes it knows takes
+        // none. Decided on the current membership view, not on the lease
+        // task's copy of it, which may lag a lease request.
+        if write && !inner.view.load().quorum() {
+            inner.stats.no_quorum.fetch_add(1, Ordering::Relaxed);
+            return Err(OwnerError::Unreachable);
+        }
         if write {
             let deadline = inner.now_ms() + 2 * inner.leases.lock().term();
             loop {
@@ -617,6 +628,12 @@ impl Replication {
             true => Ok(()),
             false => Err(OwnerError::Unreachable),
         }
+    }
+
+    /// Whether this node sees a majority of the nodes it knows, and so takes
+    /// writes (see [`lease::LeaseView::quorum`]).
+    pub fn quorum(&self) -> bool {
+        self.inner.view.load().quorum()
     }
 
     /// A peer's anti-entropy round with this node (see [`anti_entropy`]).
@@ -796,7 +813,11 @@ impl Replication {
             // a time): with fewer than `rf` holders silent, one of them
             // answered. More than that, and a newer copy may be out of reach.
             let silent = answers.iter().filter(|a| a.is_err()).count();
-            let complete = silent < rf.max(1);
+            // A node that does not see a majority of the nodes it knows may be
+            // the cut-off side of a partition: the others may have written the
+            // session under a ring it never saw, whose holders it did not ask.
+            // It trusts nothing it cannot confirm with at least one of them.
+            let complete = silent < rf.max(1) && (view.quorum() || silent < answers.len());
             let mut found = false;
             for record in answers.into_iter().filter_map(|r| r.ok().flatten()) {
                 if let Some(entry) = record.into_entry() {

@@ -269,7 +269,21 @@ impl ChildNode {
     /// Starts the binary on port-0 loopback listeners and waits for its
     /// "node ready" log line.
     pub fn spawn(node_id: &str, secrets: &Secrets, seeds: &[String], extra: &[&str]) -> ChildNode {
+        ChildNode::spawn_on("127.0.0.1", node_id, secrets, seeds, extra)
+    }
+
+    /// [`ChildNode::spawn`] with every listener on loopback address `host`
+    /// (any of 127.0.0.0/8): its peer connections leave from there too, so
+    /// that firewall rules can tell its traffic from other nodes'.
+    pub fn spawn_on(
+        host: &str,
+        node_id: &str,
+        secrets: &Secrets,
+        seeds: &[String],
+        extra: &[&str],
+    ) -> ChildNode {
         use std::io::BufRead;
+        let any = format!("{host}:0");
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sessionmesh"));
         command
             .args([
@@ -282,11 +296,11 @@ impl ChildNode {
             ])
             .args([
                 "--public-addr",
-                "127.0.0.1:0",
+                &any,
                 "--internal-addr",
-                "127.0.0.1:0",
+                &any,
                 "--gossip-addr",
-                "127.0.0.1:0",
+                &any,
             ])
             .args(["--workers", "1"])
             .args(extra)
