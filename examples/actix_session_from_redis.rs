@@ -42,7 +42,7 @@ use actix_session::config::PersistentSession;
 use actix_session::{Session, SessionMiddleware};
 use actix_web::cookie::Key;
 use actix_web::middleware::DefaultHeaders;
-use actix_web::{error, web, App, HttpResponse};
+use actix_web::{web, App, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use sessionmesh::actix_session::MeshSessionStore;
@@ -84,7 +84,10 @@ async fn login(
         .iter()
         .any(|&(user, password)| user == credentials.user && password == credentials.password);
     if !known {
-        return Err(error::ErrorUnauthorized("unknown user or wrong password"));
+        return Ok(HttpResponse::Unauthorized().json(json!({
+            "error": "bad_credentials",
+            "message": "unknown user or wrong password",
+        })));
     }
     session.renew();
     session.insert("user", &credentials.user)?;
@@ -125,7 +128,9 @@ async fn serve(node: Node) -> anyhow::Result<Serving> {
                     .session_lifecycle(PersistentSession::default().session_ttl(ttl))
                     .build(),
             )
-            .wrap(DefaultHeaders::new().add((sessionmesh::web::SERVED_BY, mesh.node_id().to_owned())))
+            .wrap(
+                DefaultHeaders::new().add((sessionmesh::web::SERVED_BY, mesh.node_id().to_owned())),
+            )
             // For the handlers that say which node served them, and for the
             // operator routes.
             .app_data(mesh.clone())

@@ -79,7 +79,11 @@ impl From<tower_sessions::session::Error> for AppError {
     /// The session could not be read or written (its nodes are unreachable
     /// for now, say).
     fn from(error: tower_sessions::session::Error) -> AppError {
-        AppError(StatusCode::INTERNAL_SERVER_ERROR, "session", error.to_string())
+        AppError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "session",
+            error.to_string(),
+        )
     }
 }
 
@@ -171,8 +175,7 @@ async fn operator(State(app): State<App>, request: Request) -> Response {
     let answer = match forwarded {
         Ok(answer) => answer,
         Err(error) => {
-            return AppError(StatusCode::BAD_GATEWAY, "operator", error.to_string())
-                .into_response()
+            return AppError(StatusCode::BAD_GATEWAY, "operator", error.to_string()).into_response()
         }
     };
     let status = answer.status();

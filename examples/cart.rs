@@ -391,7 +391,9 @@ async fn serve(node: Node) -> anyhow::Result<Serving> {
         App::new()
             .app_data(mesh.clone())
             .wrap(SessionMiddleware::new(mesh.clone()))
-            .wrap(DefaultHeaders::new().add((sessionmesh::web::SERVED_BY, mesh.node_id().to_owned())))
+            .wrap(
+                DefaultHeaders::new().add((sessionmesh::web::SERVED_BY, mesh.node_id().to_owned())),
+            )
             .configure(app)
             .default_service(web::to(not_found))
     })

@@ -141,7 +141,10 @@ where
         listener,
         config,
     };
-    let Serving { task: mut serving, stop } = match serve(node).await {
+    let Serving {
+        task: mut serving,
+        stop,
+    } = match serve(node).await {
         Ok(serving) => serving,
         Err(error) => {
             mesh.shutdown().await;
