@@ -19,7 +19,7 @@
 //! | route | what it does |
 //! | --- | --- |
 //! | `GET /` | who you are, your counter, which node served you |
-//! | `POST /login` | `{"user": "ada", "password": "lovelace"}`: log in (actix-session's `renew`: a new session key, the data kept) |
+//! | `POST /login` | `{"user": "ada", "password": "lovelace"}` (or `grace`/`hopper`, `alan`/`turing`): log in (actix-session's `renew`: a new session key, the data kept) |
 //! | `POST /count` | add one to your counter (guests too; the first call starts the session) |
 //! | `POST /logout` | `purge`: the session is deleted and the cookie expired |
 //! | `/healthz`, `/readyz`, `/metrics`, `/dashboard`, `/api/cluster`, ... | sessionmesh's operator routes |
@@ -43,14 +43,10 @@ use actix_session::{Session, SessionMiddleware};
 use actix_web::cookie::Key;
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, App, HttpResponse};
-use serde::Deserialize;
 use serde_json::json;
 use sessionmesh::actix_session::MeshSessionStore;
 use sessionmesh::Mesh;
-use support::{Node, Serving};
-
-/// The demo accounts: user and password.
-const USERS: &[(&str, &str)] = &[("ada", "lovelace"), ("grace", "hopper"), ("alan", "turing")];
+use support::{Credentials, Node, Serving};
 
 /// `GET /`: who you are and your counter. Reading the session does not start
 /// one.
@@ -67,12 +63,6 @@ async fn count(session: Session, mesh: Mesh) -> actix_web::Result<HttpResponse> 
     Ok(HttpResponse::Ok().json(json!({ "count": count, "node": mesh.node_id() })))
 }
 
-#[derive(Deserialize)]
-struct Credentials {
-    user: String,
-    password: String,
-}
-
 /// `POST /login`: checks the password, renews the session key (against
 /// session fixation) and keeps the counter.
 async fn login(
@@ -80,18 +70,15 @@ async fn login(
     mesh: Mesh,
     credentials: web::Json<Credentials>,
 ) -> actix_web::Result<HttpResponse> {
-    let known = USERS
-        .iter()
-        .any(|&(user, password)| user == credentials.user && password == credentials.password);
-    if !known {
+    let Some(user) = credentials.check() else {
         return Ok(HttpResponse::Unauthorized().json(json!({
             "error": "bad_credentials",
             "message": "unknown user or wrong password",
         })));
-    }
+    };
     session.renew();
-    session.insert("user", &credentials.user)?;
-    Ok(HttpResponse::Ok().json(json!({ "user": credentials.user, "node": mesh.node_id() })))
+    session.insert("user", user)?;
+    Ok(HttpResponse::Ok().json(json!({ "user": user, "node": mesh.node_id() })))
 }
 
 /// `POST /logout`: deletes the session from the store and expires the cookie.

@@ -19,7 +19,7 @@
 //! | route | what it does |
 //! | --- | --- |
 //! | `GET /` | who you are, your counter, which node served you |
-//! | `POST /login` | `{"user": "ada", "password": "lovelace"}`: log in (tower-sessions' `cycle_id`: a new session id, the data kept) |
+//! | `POST /login` | `{"user": "ada", "password": "lovelace"}` (or `grace`/`hopper`, `alan`/`turing`): log in (tower-sessions' `cycle_id`: a new session id, the data kept) |
 //! | `POST /count` | add one to your counter (guests too; the first call starts the session) |
 //! | `POST /logout` | `flush`: the session is deleted and the cookie expired |
 //! | `/healthz`, `/readyz`, `/metrics`, `/dashboard`, `/api/cluster`, ... | sessionmesh's operator routes |
@@ -48,14 +48,10 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use sessionmesh::tower_sessions::MeshSessionStore;
-use support::{Node, Serving};
+use support::{Credentials, Node, Serving};
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
-
-/// The demo accounts: user and password.
-const USERS: &[(&str, &str)] = &[("ada", "lovelace"), ("grace", "hopper"), ("alan", "turing")];
 
 /// Most bytes of a request body the operator routes take (a leave request has
 /// none).
@@ -111,12 +107,6 @@ async fn count(State(app): State<App>, session: Session) -> Result<Json<Value>, 
     Ok(Json(json!({ "count": count, "node": &*app.node })))
 }
 
-#[derive(Deserialize)]
-struct Credentials {
-    user: String,
-    password: String,
-}
-
 /// `POST /login`: checks the password, moves the session to a new id
 /// (against session fixation) and keeps the counter.
 async fn login(
@@ -124,21 +114,16 @@ async fn login(
     session: Session,
     Json(credentials): Json<Credentials>,
 ) -> Result<Json<Value>, AppError> {
-    let known = USERS
-        .iter()
-        .any(|&(user, password)| user == credentials.user && password == credentials.password);
-    if !known {
+    let Some(user) = credentials.check() else {
         return Err(AppError(
             StatusCode::UNAUTHORIZED,
             "bad_credentials",
             "unknown user or wrong password".into(),
         ));
-    }
+    };
     session.cycle_id().await?;
-    session.insert("user", &credentials.user).await?;
-    Ok(Json(
-        json!({ "user": credentials.user, "node": &*app.node }),
-    ))
+    session.insert("user", user).await?;
+    Ok(Json(json!({ "user": user, "node": &*app.node })))
 }
 
 /// `POST /logout`: deletes the session and expires the cookie.

@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sessionmesh::actix::{Session, SessionMiddleware};
 use sessionmesh::Mesh;
-use support::{Node, Serving};
+use support::{Credentials, Node, Serving};
 
 // ---------------------------------------------------------------------------
 // The shop: what it sells, who may log in, what the session holds.
@@ -92,10 +92,6 @@ fn product(sku: &str) -> Result<&'static Product, ShopError> {
         .find(|p| p.sku == sku)
         .ok_or_else(|| ShopError::UnknownProduct(sku.to_owned()))
 }
-
-/// The demo accounts: user and password. A real shop checks a password hash
-/// from its user database here.
-const USERS: &[(&str, &str)] = &[("ada", "lovelace"), ("grace", "hopper"), ("alan", "turing")];
 
 /// Most of one product in a cart.
 const MAX_QUANTITY: u32 = 99;
@@ -139,12 +135,6 @@ async fn products() -> HttpResponse {
     HttpResponse::Ok().json(CATALOGUE)
 }
 
-#[derive(Deserialize)]
-struct Credentials {
-    user: String,
-    password: String,
-}
-
 /// `POST /login`, JSON or form: checks the password, puts the user in the
 /// session and moves the session to a new id (`renew`), so that an id an
 /// attacker planted before the login is worth nothing after it. The cart a
@@ -154,10 +144,9 @@ async fn login(
     mesh: Mesh,
     credentials: web::Either<web::Json<Credentials>, web::Form<Credentials>>,
 ) -> Result<HttpResponse, ShopError> {
-    let credentials = credentials.into_inner();
-    let (user, _) = USERS
-        .iter()
-        .find(|(user, password)| *user == credentials.user && *password == credentials.password)
+    let user = credentials
+        .into_inner()
+        .check()
         .ok_or(ShopError::BadCredentials)?;
     session.insert(USER, user)?;
     session.renew();

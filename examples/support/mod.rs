@@ -71,6 +71,27 @@ pub struct Serving {
     pub stop: Box<dyn FnOnce() + Send>,
 }
 
+/// A login form or JSON body: `{"user": "ada", "password": "lovelace"}`.
+#[derive(serde::Deserialize)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+/// The examples' demo accounts: user and password. A real application checks
+/// a password hash from its user database instead.
+const USERS: &[(&str, &str)] = &[("ada", "lovelace"), ("grace", "hopper"), ("alan", "turing")];
+
+impl Credentials {
+    /// The user, if the password is theirs.
+    pub fn check(&self) -> Option<&'static str> {
+        USERS
+            .iter()
+            .find(|&&(user, password)| user == self.user && password == self.password)
+            .map(|&(user, _)| user)
+    }
+}
+
 /// Runs an example node until SIGTERM or Ctrl-C (or an operator's
 /// `sessionmesh leave`) and returns its exit code: 2 for a configuration
 /// error (with a message that names the key), 1 when it fails.

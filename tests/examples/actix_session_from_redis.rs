@@ -1,21 +1,4 @@
 //! The actix-session example (`examples/actix_session_from_redis.rs`) on
 //! three nodes: the scenarios of `counter_apps`.
 
-use crate::counter_apps;
-
-const EXAMPLE: &str = "actix_session_from_redis";
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_session_follows_its_visitor_across_nodes() {
-    counter_apps::a_session_follows_its_visitor_across_nodes(EXAMPLE).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_session_outlives_its_owner_killed() {
-    counter_apps::the_session_outlives_its_owner_killed(EXAMPLE).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_session_moves_when_its_owner_leaves() {
-    counter_apps::the_session_moves_when_its_owner_leaves(EXAMPLE).await;
-}
+crate::counter_apps::counter_app_tests!("actix_session_from_redis");

@@ -387,7 +387,7 @@ async fn the_cart_outlives_its_owner_killed() {
     assert_eq!(cart.body["session_node"], owner.as_str());
 
     cluster.kill(&owner).await;
-    let survivors: Vec<String> = cluster.nodes.iter().map(|n| n.node_id.clone()).collect();
+    let survivors = cluster.node_ids();
     let survivors: Vec<&str> = survivors.iter().map(String::as_str).collect();
     for node in &survivors {
         let cart = wait_for(
@@ -437,19 +437,8 @@ async fn the_cart_moves_when_its_owner_leaves() {
     let cookie = shopper.cookie().expect("a session");
     let owner = cluster.owner("node1", &cookie).await;
 
-    let mut leaving = cluster.take(&owner);
-    leaving.signal(libc::SIGTERM);
-    let status = leaving.wait_exit(WAIT).await;
-    assert!(
-        status.success(),
-        "{owner} exits cleanly after leaving: {status}"
-    );
-    assert!(
-        leaving.log().iter().any(|l| l.contains("left the cluster")),
-        "{owner} logged its leave"
-    );
-
-    let survivors: Vec<String> = cluster.nodes.iter().map(|n| n.node_id.clone()).collect();
+    cluster.leave(&owner).await;
+    let survivors = cluster.node_ids();
     for node in &survivors {
         let cart = shopper.get(node, "/cart").await;
         assert_eq!(cart.status, 200, "through {node}: {cart:?}");

@@ -146,7 +146,7 @@ pub async fn the_session_outlives_its_owner_killed(example: &str) {
     let owner = cluster.owner_of_only_session().await;
 
     cluster.kill(&owner).await;
-    let survivors: Vec<String> = cluster.nodes.iter().map(|n| n.node_id.clone()).collect();
+    let survivors = cluster.node_ids();
     for node in &survivors {
         let home = wait_for(
             &format!("the session through {node} after {owner} was killed"),
@@ -184,19 +184,8 @@ pub async fn the_session_moves_when_its_owner_leaves(example: &str) {
     assert_eq!(count(&visitor, "node3").await.status, 200);
     let owner = cluster.owner_of_only_session().await;
 
-    let mut leaving = cluster.take(&owner);
-    leaving.signal(libc::SIGTERM);
-    let status = leaving.wait_exit(WAIT).await;
-    assert!(
-        status.success(),
-        "{owner} exits cleanly after leaving: {status}"
-    );
-    assert!(
-        leaving.log().iter().any(|l| l.contains("left the cluster")),
-        "{owner} logged its leave"
-    );
-
-    let survivors: Vec<String> = cluster.nodes.iter().map(|n| n.node_id.clone()).collect();
+    cluster.leave(&owner).await;
+    let survivors = cluster.node_ids();
     for node in &survivors {
         let home = visitor.get(node, "/").await;
         assert_eq!(home.status, 200, "through {node}: {home:?}");
@@ -212,3 +201,25 @@ pub async fn the_session_moves_when_its_owner_leaves(example: &str) {
         (200, &json!(2))
     );
 }
+
+/// The tests of one counter app: `counter_app_tests!("<example>")` in its
+/// module.
+macro_rules! counter_app_tests {
+    ($example:literal) => {
+        #[tokio::test(flavor = "multi_thread")]
+        async fn a_session_follows_its_visitor_across_nodes() {
+            $crate::counter_apps::a_session_follows_its_visitor_across_nodes($example).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn the_session_outlives_its_owner_killed() {
+            $crate::counter_apps::the_session_outlives_its_owner_killed($example).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread")]
+        async fn the_session_moves_when_its_owner_leaves() {
+            $crate::counter_apps::the_session_moves_when_its_owner_leaves($example).await;
+        }
+    };
+}
+pub(crate) use counter_app_tests;

@@ -334,6 +334,27 @@ impl ExampleCluster {
         assert!(!status.success(), "{node_id} was killed: {status}");
     }
 
+    /// SIGTERM of node `node_id`: it must leave the cluster (and log it) and
+    /// exit with status 0 within `WAIT`.
+    pub async fn leave(&mut self, node_id: &str) {
+        let mut leaving = self.take(node_id);
+        leaving.signal(libc::SIGTERM);
+        let status = leaving.wait_exit(WAIT).await;
+        assert!(
+            status.success(),
+            "{node_id} exits cleanly after leaving: {status}"
+        );
+        assert!(
+            leaving.log().iter().any(|l| l.contains("left the cluster")),
+            "{node_id} logged its leave"
+        );
+    }
+
+    /// The ids of the running nodes.
+    pub fn node_ids(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.node_id.clone()).collect()
+    }
+
     /// `GET /api/cluster` of every running node.
     async fn views(&self) -> Option<Vec<serde_json::Value>> {
         let mut views = Vec::new();
