@@ -24,12 +24,9 @@
 //! that line, and a graceful leave on SIGTERM. The application serves
 //! `sessionmesh::web::operator_routes` itself (`/readyz`, `/api/cluster`).
 
-// Each example uses the parts it needs.
-#![allow(dead_code)]
-
 use std::future::Future;
 use std::io::IsTerminal;
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -51,11 +48,6 @@ pub struct Node {
 }
 
 impl Node {
-    /// The address the public listener is bound to.
-    pub fn public_addr(&self) -> SocketAddr {
-        self.config.public_addr
-    }
-
     /// The shutdown grace in whole seconds (at least 1), as actix-web takes it.
     pub fn grace_secs(&self) -> u64 {
         self.config.shutdown_grace.as_secs().max(1)

@@ -1,8 +1,8 @@
 //! The scenarios of the examples that put a session crate on the cluster
 //! (`actix_session_from_redis`, `axum_tower_sessions`): the same application
 //! (`GET /`, `POST /login`, `POST /count`, `POST /logout`, a cookie `id`) on
-//! another framework and store. Each example's module runs them with what
-//! name.
+//! another framework and store. Each example's module runs them all
+//! (`counter_app_tests!("<example>")`).
 
 use serde_json::{json, Value};
 
