@@ -29,38 +29,28 @@
 //! changes go back there before the response leaves. A plain round-robin load
 //! balancer in front of the nodes is all it takes.
 //!
-//! A NODE'S LIFE, in [`run`]: read the configuration as the `sessionmesh`
-//! binary does (flags, `SESSIONMESH_*`, `--config FILE`); bind the public
-//! listener; start the [`Mesh`] (gossip, ring, replication, the internal
-//! listener peers talk to), which returns once the node is ready; serve the
-//! application; on SIGTERM or Ctrl-C leave the cluster while still serving
-//! (its sessions move to the other nodes), then stop the server, then the mesh.
+//! A NODE'S LIFE, in `examples/support` (shared by the examples): read the
+//! configuration as the `sessionmesh` binary does (flags, `SESSIONMESH_*`,
+//! `--config FILE`); bind the public listener; start the [`Mesh`] (gossip,
+//! ring, replication, the internal listener peers talk to), which returns
+//! once the node is ready; serve the application ([`serve`], the only part
+//! that is the cart's); on SIGTERM or Ctrl-C leave the cluster while still
+//! serving (its sessions move to the other nodes), then stop the server, then
+//! the mesh.
+
+mod support;
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
-use std::net::TcpListener;
 use std::process::ExitCode;
 
 use actix_web::http::StatusCode;
 use actix_web::middleware::DefaultHeaders;
-use actix_web::{web, App, HttpResponse, HttpServer, ResponseError};
-use anyhow::Context;
-use clap::Parser;
+use actix_web::{web, App, HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sessionmesh::actix::{Session, SessionMiddleware};
-use sessionmesh::config::{Config, LogFormat, ServeArgs};
 use sessionmesh::Mesh;
-
-/// A shopping cart whose sessions live in a sessionmesh cluster. Takes the
-/// flags and `SESSIONMESH_*` variables of `sessionmesh` (a node of it runs as
-/// a sessionmesh node does).
-#[derive(Parser)]
-#[command(name = "cart")]
-struct Args {
-    #[command(flatten)]
-    node: ServeArgs,
-}
+use support::{Credentials, Node, Serving};
 
 // ---------------------------------------------------------------------------
 // The shop: what it sells, who may log in, what the session holds.
@@ -102,10 +92,6 @@ fn product(sku: &str) -> Result<&'static Product, ShopError> {
         .find(|p| p.sku == sku)
         .ok_or_else(|| ShopError::UnknownProduct(sku.to_owned()))
 }
-
-/// The demo accounts: user and password. A real shop checks a password hash
-/// from its user database here.
-const USERS: &[(&str, &str)] = &[("ada", "lovelace"), ("grace", "hopper"), ("alan", "turing")];
 
 /// Most of one product in a cart.
 const MAX_QUANTITY: u32 = 99;
@@ -149,12 +135,6 @@ async fn products() -> HttpResponse {
     HttpResponse::Ok().json(CATALOGUE)
 }
 
-#[derive(Deserialize)]
-struct Credentials {
-    user: String,
-    password: String,
-}
-
 /// `POST /login`, JSON or form: checks the password, puts the user in the
 /// session and moves the session to a new id (`renew`), so that an id an
 /// attacker planted before the login is worth nothing after it. The cart a
@@ -164,10 +144,9 @@ async fn login(
     mesh: Mesh,
     credentials: web::Either<web::Json<Credentials>, web::Form<Credentials>>,
 ) -> Result<HttpResponse, ShopError> {
-    let credentials = credentials.into_inner();
-    let (user, _) = USERS
-        .iter()
-        .find(|(user, password)| *user == credentials.user && *password == credentials.password)
+    let user = credentials
+        .into_inner()
+        .check()
         .ok_or(ShopError::BadCredentials)?;
     session.insert(USER, user)?;
     session.renew();
@@ -392,158 +371,30 @@ fn app(cfg: &mut web::ServiceConfig) {
         .configure(sessionmesh::web::operator_routes);
 }
 
-/// Runs one node until SIGTERM or Ctrl-C (or an operator's `sessionmesh
-/// leave`), then leaves the cluster gracefully.
-async fn run(config: Config) -> anyhow::Result<()> {
-    // 1. Bind the public listener first: with port 0 the OS picks the port,
-    //    and the mesh must advertise the port actually bound.
-    let listener = TcpListener::bind(config.public_addr)
-        .with_context(|| format!("binding the public listener on {}", config.public_addr))?;
-    let public_addr = listener.local_addr()?;
-    let workers = config.workers;
-    let grace = config.shutdown_grace;
-    let tls = config.public_tls.as_ref().map(|tls| tls.server_config());
-    let scheme = if tls.is_some() { "https" } else { "http" };
-
-    // 2. Start the node: gossip, the ring, replication, peer links and the
-    //    internal listener. It returns once the node is ready in its own ring
-    //    (and logs "node ready" with its addresses).
-    let mesh = Mesh::builder(config)
-        .public_addr(public_addr)
-        .start()
-        .await?;
-
-    // 3. Serve the application. The mesh goes into the app data (for the
-    //    operator routes and handlers that take a `Mesh`) and into the session
-    //    middleware; `x-served-by` names the node on every answer.
-    let app_mesh = mesh.clone();
-    let server = HttpServer::new(move || {
+/// Serves the shop on the node: the mesh goes into the app data (for the
+/// operator routes and handlers that take a `Mesh`) and into the session
+/// middleware; `x-served-by` names the node on every answer.
+async fn serve(node: Node) -> anyhow::Result<Serving> {
+    let mesh = node.mesh.clone();
+    support::serve_actix(node, move || {
         App::new()
-            .app_data(app_mesh.clone())
-            .wrap(SessionMiddleware::new(app_mesh.clone()))
+            .app_data(mesh.clone())
+            .wrap(SessionMiddleware::new(mesh.clone()))
             .wrap(
-                DefaultHeaders::new()
-                    .add((sessionmesh::web::SERVED_BY, app_mesh.node_id().to_owned())),
+                DefaultHeaders::new().add((sessionmesh::web::SERVED_BY, mesh.node_id().to_owned())),
             )
             .configure(app)
             .default_service(web::to(not_found))
     })
-    .workers(workers)
-    // Signals are ours: the node must leave the cluster before the server stops.
-    .disable_signals()
-    .shutdown_timeout(grace.as_secs().max(1));
-    let server = match tls {
-        Some(tls) => server.listen_rustls_0_23(listener, tls),
-        None => server.listen(listener),
-    };
-    let server = match server {
-        Ok(server) => server.run(),
-        Err(error) => {
-            mesh.shutdown().await;
-            return Err(error).context("serving the public listener");
-        }
-    };
-    let handle = server.handle();
-    let mut serving = actix_web::rt::spawn(server);
-    tracing::info!(
-        node = mesh.node_id(),
-        "cart ready: {scheme}://{public_addr}/"
-    );
-
-    // 4. Run until asked to stop (or the server fails).
-    tokio::select! {
-        _ = stop_signal() => tracing::info!("stopping: leaving the cluster first"),
-        _ = mesh.leave_requested() => tracing::info!("asked to leave the cluster"),
-        stopped = &mut serving => {
-            mesh.shutdown().await;
-            return match stopped {
-                Ok(Ok(())) => Err(anyhow::anyhow!("the public server stopped by itself")),
-                Ok(Err(error)) => Err(error).context("the public server failed"),
-                Err(error) => Err(error).context("the public server panicked"),
-            };
-        }
-    }
-    // A second signal while leaving means: stop now.
-    actix_web::rt::spawn(async {
-        stop_signal().await;
-        tracing::warn!("second signal: exiting without finishing the leave");
-        std::process::exit(130);
-    });
-
-    // 5. Stop in order: leave while still serving (the node's sessions move to
-    //    the other nodes, which then answer for them), stop the server letting
-    //    requests in flight finish, stop the mesh.
-    mesh.leave().await;
-    handle.stop(true).await;
-    mesh.shutdown().await;
-    Ok(())
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn stop_signal() {
-    let interrupt = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                terminate.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate => {}
-    }
-}
-
-/// Logs to stderr: text, or one JSON object a line with `--log-format json`
-/// (what the tests read the node's addresses from). `RUST_LOG` filters.
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,actix_server=warn"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => logs.json().flatten_event(true).init(),
-        LogFormat::Text => logs.init(),
-    }
 }
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
-    // The configuration as the `sessionmesh` binary reads it: `--config FILE`,
-    // then the `SESSIONMESH_*` environment, then the flags. A bad value stops
-    // here, with exit code 2 and a message that names the key.
-    let config = match Config::load(&args.node) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("cart: configuration error: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    init_logging(config.log_format);
-    if config.generated_secrets {
-        tracing::warn!(
-            "no cookie_secret/cluster_secret configured: using throwaway secrets, fine for one node. \
-             Nodes of a cluster must share SESSIONMESH_COOKIE_SECRET and SESSIONMESH_CLUSTER_SECRET"
-        );
-    }
-    match run(config).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!("cart stopped: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    support::main(
+        "cart",
+        "A shopping cart whose sessions live in a sessionmesh cluster. Takes the flags and \
+         SESSIONMESH_* variables of sessionmesh (a node of it runs as a sessionmesh node does).",
+        serve,
+    )
+    .await
 }

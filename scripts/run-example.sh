@@ -169,6 +169,17 @@ case $example in
    curl -s $one/api/cluster/whereis/\$(awk '\$6=="SESSION"{print \$7}' jar)
 EOF
         ;;
+    actix_session_from_redis | axum_tower_sessions)
+        cat <<EOF
+
+   Try it (the cookie jar carries the session from one node to the other):
+   curl -s -c jar -b jar $one/count -X POST
+   curl -s -c jar -b jar $two/login -H 'content-type: application/json' -d '{"user":"ada","password":"lovelace"}'
+   curl -s -c jar -b jar $one/count -X POST
+   curl -s -c jar -b jar $two/
+   curl -s $one/api/cluster | grep -o '"sessions":{[^}]*}'    # the sessions node1 owns and holds copies of
+EOF
+        ;;
 esac
 cat <<EOF
 

@@ -12,3 +12,12 @@ mod harness;
 
 #[path = "examples/cart.rs"]
 mod cart;
+
+#[path = "examples/counter_apps.rs"]
+mod counter_apps;
+
+#[path = "examples/actix_session_from_redis.rs"]
+mod actix_session_from_redis;
+
+#[path = "examples/axum_tower_sessions.rs"]
+mod axum_tower_sessions;

@@ -4,14 +4,13 @@
 //! input changes nothing, concurrent adds lose nothing, and the cart outlives
 //! the node that owned it (kill -9) or left (SIGTERM).
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::common::{self, wait_for, WAIT};
-use crate::harness::ExampleCluster;
+use crate::common::{wait_for, WAIT};
+use crate::harness::{Answer, Browser, ExampleCluster};
 
 const NODES: [&str; 3] = ["node1", "node2", "node3"];
 
@@ -20,16 +19,13 @@ const TEA: u64 = 650;
 const MUG: u64 = 1200;
 const BISCUITS: u64 = 395;
 
-/// An answer of the cart: status, JSON body and the node named by `x-served-by`.
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    body: Value,
-    served_by: Option<String>,
+/// The cart lines of an answer.
+trait CartLines {
+    /// The answer's cart lines as `(sku, quantity)`.
+    fn lines(&self) -> Vec<(String, u64)>;
 }
 
-impl Answer {
-    /// The answer's cart lines as `(sku, quantity)`.
+impl CartLines for Answer {
     fn lines(&self) -> Vec<(String, u64)> {
         self.body["lines"]
             .as_array()
@@ -41,10 +37,6 @@ impl Answer {
             })
             .collect()
     }
-
-    fn error(&self) -> &str {
-        self.body["error"].as_str().unwrap_or_default()
-    }
 }
 
 fn lines(expected: &[(&str, u64)]) -> Vec<(String, u64)> {
@@ -54,11 +46,14 @@ fn lines(expected: &[(&str, u64)]) -> Vec<(String, u64)> {
 }
 
 /// A shopper's browser: keeps the `SESSION` cookie the nodes set (and drop).
-struct Shopper {
-    http: reqwest::Client,
-    /// Node id and base URL of the cluster's nodes.
-    nodes: Vec<(String, String)>,
-    cookie: Mutex<Option<String>>,
+struct Shopper(Browser);
+
+impl std::ops::Deref for Shopper {
+    type Target = Browser;
+
+    fn deref(&self) -> &Browser {
+        &self.0
+    }
 }
 
 impl Shopper {
@@ -67,67 +62,7 @@ impl Shopper {
     }
 
     fn with_cookie(cluster: &ExampleCluster, cookie: Option<String>) -> Shopper {
-        Shopper {
-            http: cluster.http.clone(),
-            nodes: cluster
-                .nodes
-                .iter()
-                .map(|n| (n.node_id.clone(), n.url("")))
-                .collect(),
-            cookie: Mutex::new(cookie),
-        }
-    }
-
-    fn url(&self, node: &str, path: &str) -> String {
-        let (_, base) = self
-            .nodes
-            .iter()
-            .find(|(id, _)| id == node)
-            .unwrap_or_else(|| panic!("no node {node}"));
-        format!("{base}{path}")
-    }
-
-    /// The `SESSION=<value>` pair the browser holds.
-    fn cookie(&self) -> Option<String> {
-        self.cookie.lock().unwrap().clone()
-    }
-
-    async fn call(&self, node: &str, method: Method, path: &str, body: Option<Value>) -> Answer {
-        let url = self.url(node, path);
-        let mut request = self.http.request(method.clone(), &url);
-        if let Some(cookie) = self.cookie() {
-            request = request.header(reqwest::header::COOKIE, cookie);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-        match common::set_cookie(&response, "SESSION") {
-            Some(pair) if pair == "SESSION=" => *self.cookie.lock().unwrap() = None,
-            Some(pair) => *self.cookie.lock().unwrap() = Some(pair),
-            None => {}
-        }
-        let served_by = common::header(&response, "x-served-by");
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        let body = serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("{method} {url}: not JSON ({status}): {text}"));
-        Answer {
-            status,
-            body,
-            served_by,
-        }
-    }
-
-    async fn get(&self, node: &str, path: &str) -> Answer {
-        self.call(node, Method::GET, path, None).await
-    }
-
-    async fn post(&self, node: &str, path: &str, body: Value) -> Answer {
-        self.call(node, Method::POST, path, Some(body)).await
+        Shopper(Browser::with_cookie(cluster, "SESSION", cookie))
     }
 
     async fn add(&self, node: &str, sku: &str, quantity: u64) -> Answer {
@@ -452,7 +387,7 @@ async fn the_cart_outlives_its_owner_killed() {
     assert_eq!(cart.body["session_node"], owner.as_str());
 
     cluster.kill(&owner).await;
-    let survivors: Vec<String> = cluster.nodes.iter().map(|n| n.node_id.clone()).collect();
+    let survivors = cluster.node_ids();
     let survivors: Vec<&str> = survivors.iter().map(String::as_str).collect();
     for node in &survivors {
         let cart = wait_for(
@@ -502,19 +437,8 @@ async fn the_cart_moves_when_its_owner_leaves() {
     let cookie = shopper.cookie().expect("a session");
     let owner = cluster.owner("node1", &cookie).await;
 
-    let mut leaving = cluster.take(&owner);
-    leaving.signal(libc::SIGTERM);
-    let status = leaving.wait_exit(WAIT).await;
-    assert!(
-        status.success(),
-        "{owner} exits cleanly after leaving: {status}"
-    );
-    assert!(
-        leaving.log().iter().any(|l| l.contains("left the cluster")),
-        "{owner} logged its leave"
-    );
-
-    let survivors: Vec<String> = cluster.nodes.iter().map(|n| n.node_id.clone()).collect();
+    cluster.leave(&owner).await;
+    let survivors = cluster.node_ids();
     for node in &survivors {
         let cart = shopper.get(node, "/cart").await;
         assert_eq!(cart.status, 200, "through {node}: {cart:?}");

@@ -334,6 +334,27 @@ impl ExampleCluster {
         assert!(!status.success(), "{node_id} was killed: {status}");
     }
 
+    /// SIGTERM of node `node_id`: it must leave the cluster (and log it) and
+    /// exit with status 0 within `WAIT`.
+    pub async fn leave(&mut self, node_id: &str) {
+        let mut leaving = self.take(node_id);
+        leaving.signal(libc::SIGTERM);
+        let status = leaving.wait_exit(WAIT).await;
+        assert!(
+            status.success(),
+            "{node_id} exits cleanly after leaving: {status}"
+        );
+        assert!(
+            leaving.log().iter().any(|l| l.contains("left the cluster")),
+            "{node_id} logged its leave"
+        );
+    }
+
+    /// The ids of the running nodes.
+    pub fn node_ids(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.node_id.clone()).collect()
+    }
+
     /// `GET /api/cluster` of every running node.
     async fn views(&self) -> Option<Vec<serde_json::Value>> {
         let mut views = Vec::new();
@@ -360,8 +381,10 @@ impl ExampleCluster {
         .await
     }
 
-    /// The node that owns the session of `cookie` (`SESSION=<value>`), as
-    /// node `asked`'s ring places it (`GET /api/cluster/whereis/{id}`).
+    /// The node that owns the session of `cookie` (`SESSION=<value>`, or any
+    /// `name=<id>` or `name=<id>.<signature>`), as node `asked`'s ring places
+    /// it (`GET /api/cluster/whereis/{id}`, which takes an id or a cookie
+    /// value of sessionmesh's).
     pub async fn owner(&self, asked: &str, cookie: &str) -> String {
         let value = cookie.split_once('=').map_or(cookie, |(_, v)| v);
         let url = self.url(asked, &format!("/api/cluster/whereis/{value}"));
@@ -372,5 +395,141 @@ impl ExampleCluster {
             .as_str()
             .unwrap_or_else(|| panic!("no owner in {placement}"))
             .to_owned()
+    }
+}
+
+impl ExampleCluster {
+    /// The owner of the one session the cluster holds, by the nodes' own
+    /// counts (`sessions.owned` of `GET /api/cluster`): for a session whose
+    /// cookie does not show its id (actix-session's encrypted cookie). Waits
+    /// until exactly one node counts one session it owns.
+    pub async fn owner_of_only_session(&self) -> String {
+        common::wait_for("one node owning the one session", WAIT, || async {
+            let views = self.views().await?;
+            let owned: Vec<u64> = views
+                .iter()
+                .map(|v| v["sessions"]["owned"].as_u64())
+                .collect::<Option<_>>()?;
+            if owned.iter().sum::<u64>() != 1 {
+                return None;
+            }
+            let i = owned.iter().position(|&n| n == 1)?;
+            Some(self.nodes[i].node_id.clone())
+        })
+        .await
+    }
+}
+
+/// An answer of an example: status, JSON body and the node named by
+/// `x-served-by`.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: reqwest::StatusCode,
+    pub body: serde_json::Value,
+    pub served_by: Option<String>,
+}
+
+impl Answer {
+    /// The `error` code of a JSON error.
+    pub fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or_default()
+    }
+}
+
+/// A visitor's browser on a cluster: sends JSON to any node and keeps the
+/// session cookie (`cookie_name`) the nodes set, and drops it when they
+/// expire it. Clones share nothing: each carries its own cookie.
+pub struct Browser {
+    http: reqwest::Client,
+    /// Node id and base URL of the cluster's nodes.
+    nodes: Vec<(String, String)>,
+    cookie_name: &'static str,
+    cookie: Mutex<Option<String>>,
+}
+
+impl Browser {
+    /// A browser without a cookie.
+    pub fn new(cluster: &ExampleCluster, cookie_name: &'static str) -> Browser {
+        Browser::with_cookie(cluster, cookie_name, None)
+    }
+
+    /// A browser holding `cookie` (`name=value`).
+    pub fn with_cookie(
+        cluster: &ExampleCluster,
+        cookie_name: &'static str,
+        cookie: Option<String>,
+    ) -> Browser {
+        Browser {
+            http: cluster.http.clone(),
+            nodes: cluster
+                .nodes
+                .iter()
+                .map(|n| (n.node_id.clone(), n.url("")))
+                .collect(),
+            cookie_name,
+            cookie: Mutex::new(cookie),
+        }
+    }
+
+    fn url(&self, node: &str, path: &str) -> String {
+        let (_, base) = self
+            .nodes
+            .iter()
+            .find(|(id, _)| id == node)
+            .unwrap_or_else(|| panic!("no node {node}"));
+        format!("{base}{path}")
+    }
+
+    /// The `name=value` pair of the session cookie the browser holds.
+    pub fn cookie(&self) -> Option<String> {
+        self.cookie.lock().unwrap().clone()
+    }
+
+    /// Sends `method path` with the cookie (and `body` as JSON) to `node`;
+    /// the answer must be JSON.
+    pub async fn call(
+        &self,
+        node: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Answer {
+        let url = self.url(node, path);
+        let mut request = self.http.request(method.clone(), &url);
+        if let Some(cookie) = self.cookie() {
+            request = request.header(reqwest::header::COOKIE, cookie);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let expired = format!("{}=", self.cookie_name);
+        match common::set_cookie(&response, self.cookie_name) {
+            Some(pair) if pair == expired => *self.cookie.lock().unwrap() = None,
+            Some(pair) => *self.cookie.lock().unwrap() = Some(pair),
+            None => {}
+        }
+        let served_by = common::header(&response, "x-served-by");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{method} {url}: not JSON ({status}): {text}"));
+        Answer {
+            status,
+            body,
+            served_by,
+        }
+    }
+
+    pub async fn get(&self, node: &str, path: &str) -> Answer {
+        self.call(node, reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, node: &str, path: &str, body: serde_json::Value) -> Answer {
+        self.call(node, reqwest::Method::POST, path, Some(body))
+            .await
     }
 }
