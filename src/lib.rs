@@ -69,6 +69,7 @@ pub mod actix_session;
 #[doc(hidden)]
 pub mod cli;
 pub mod config;
+pub mod gateway;
 #[cfg(feature = "tower-sessions")]
 pub mod tower_sessions;
 pub mod web;

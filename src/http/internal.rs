@@ -105,9 +105,16 @@ pub(super) async fn authenticate(
     // A link upgrade's payload is the link itself: it is signed with no body and
     // left for the link to read.
     let is_link = req.path() == LINK_PATH;
+    // A gateway request's body is streamed to the application: it is signed
+    // without it (the signed path confines such a signature to the gateway).
+    let is_gateway = req.path() == crate::gateway::HOP_PREFIX
+        || req
+            .path()
+            .strip_prefix(crate::gateway::HOP_PREFIX)
+            .is_some_and(|rest| rest.starts_with('/'));
     let mut payload = req.take_payload();
     let mut body = BytesMut::new();
-    if !is_link {
+    if !is_link && !is_gateway {
         while let Some(chunk) = payload.next().await {
             let Ok(chunk) = chunk else {
                 return refuse(
@@ -150,7 +157,7 @@ pub(super) async fn authenticate(
     };
     match verified {
         Ok(()) => {
-            req.set_payload(if is_link {
+            req.set_payload(if is_link || is_gateway {
                 payload
             } else {
                 actix_web::dev::Payload::from(body)
