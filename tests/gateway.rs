@@ -96,31 +96,34 @@ struct Gateways {
 
 impl Gateways {
     async fn start(framework: Framework, extra: &[&str]) -> Gateways {
+        let apps: Vec<App> = (0..3).map(|_| App::start(framework)).collect();
+        let upstreams: Vec<String> = apps.iter().map(App::url).collect();
+        Gateways::start_on(&upstreams, apps, extra).await
+    }
+
+    /// One node for each of `upstreams`.
+    async fn start_on(upstreams: &[String], apps: Vec<App>, extra: &[&str]) -> Gateways {
         let secrets = Secrets::new();
         let mut nodes: Vec<Option<ChildNode>> = Vec::new();
-        let mut apps = Vec::new();
-        for i in 1..=3 {
-            let app = App::start(framework);
+        for (i, upstream) in upstreams.iter().enumerate() {
             let seeds: Vec<String> = nodes
                 .iter()
                 .flatten()
                 .map(|n| n.gossip.to_string())
                 .collect();
-            let upstream = app.url();
             let mut flags = vec!["--upstream", upstream.as_str()];
             flags.extend_from_slice(extra);
             let node = tokio::task::block_in_place(|| {
-                ChildNode::spawn(&format!("node{i}"), &secrets, &seeds, &flags)
+                ChildNode::spawn(&format!("node{}", i + 1), &secrets, &seeds, &flags)
             });
             nodes.push(Some(node));
-            apps.push(app);
         }
         let gateways = Gateways {
             nodes,
             _apps: apps,
             http: client(),
         };
-        gateways.wait_ring(3).await;
+        gateways.wait_ring(upstreams.len()).await;
         gateways
     }
 
@@ -302,6 +305,35 @@ async fn login_greet_forge_kill_logout(framework: Framework) {
     let mut killed = cluster.nodes[owner_index].take().unwrap();
     killed.signal("KILL");
     killed.wait_exit(WAIT).await;
+    // At once, before the others noticed: a form post (a small body, sent
+    // again to the entry node's application when the owner is unreachable)
+    // writes the session on each surviving node in turn. Until the replica
+    // may take over writes, the answer is a 503 with Retry-After (a client
+    // retries it), never a lost or foreign session.
+    for (n, i) in cluster.live().into_iter().enumerate() {
+        let visits = wait_for(&format!("a visit through node{}", i + 1), WAIT, || async {
+            let response = cluster
+                .http
+                .post(cluster.url(i, "/visits"))
+                .header("cookie", &cookie)
+                .form(&[("from", "the test")])
+                .send()
+                .await
+                .unwrap();
+            match response.status().as_u16() {
+                200 => Some(response.json::<Value>().await.unwrap()["visits"].clone()),
+                503 => {
+                    assert!(response.headers().contains_key("retry-after"));
+                    let body: Value = response.json().await.unwrap();
+                    assert_ne!(body["error"], "owner_unavailable", "{body}");
+                    None
+                }
+                other => panic!("node{}: {other}", i + 1),
+            }
+        })
+        .await;
+        assert_eq!(visits, n + 1, "node{}", i + 1);
+    }
     for i in cluster.live() {
         // Until the others notice the crash, a request may get a 503 with
         // Retry-After (a client retries it); a 200 is always the session.
@@ -502,4 +534,118 @@ async fn down_or_slow_upstream() {
         .await
         .unwrap();
     assert!(greeting.text().await.unwrap().starts_with("Hello, Ada"));
+}
+
+/// A WebSocket application (tokio-tungstenite): its first message says which
+/// instance it is and the session headers of the upgrade request, then it
+/// echoes every message.
+async fn websocket_app(name: &'static str) -> String {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = serde_json::Map::new();
+                // tungstenite's callback type, as its API has it.
+                #[allow(clippy::result_large_err)]
+                let capture = |request: &Request, response: Response| {
+                    for (name, value) in request.headers() {
+                        if name.as_str().starts_with("x-sessionmesh-") {
+                            seen.insert(
+                                name.as_str().to_owned(),
+                                value.to_str().unwrap_or_default().into(),
+                            );
+                        }
+                    }
+                    Ok(response)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, capture).await else {
+                    return;
+                };
+                let hello = json!({"app": name, "headers": seen}).to_string();
+                if ws.send(hello.into()).await.is_err() {
+                    return;
+                }
+                while let Some(Ok(message)) = ws.next().await {
+                    if message.is_close() || ws.send(message).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// WebSocket upgrades pass through to the application next to the session's
+/// owner, with the session headers, from whichever node they enter.
+#[tokio::test(flavor = "multi_thread")]
+async fn websockets_reach_the_owners_application() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut upstreams = Vec::new();
+    for name in ["app1", "app2", "app3"] {
+        upstreams.push(websocket_app(name).await);
+    }
+    let cluster = Gateways::start_on(&upstreams, Vec::new(), &[]).await;
+    // A session started on node1 (through the session API): node1 owns it.
+    let started = cluster
+        .http
+        .patch(cluster.url(0, "/_sessionmesh/api/session"))
+        .json(&json!({"name": "Ada"}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = set_cookie(&started, "SESSION").expect("a session cookie");
+    let doc: Value = started.json().await.unwrap();
+    assert_eq!(doc["owner"], "node1");
+
+    for i in 0..3 {
+        let node = cluster.nodes[i].as_ref().unwrap();
+        let mut request = format!("ws://{}/chat", node.public)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("cookie", cookie.parse().unwrap());
+        request.headers_mut().insert(
+            "x-sessionmesh-data",
+            b64(&json!({"name": "Mallory"})).parse().unwrap(),
+        );
+        let tcp = tokio::net::TcpStream::connect(node.public).await.unwrap();
+        let (mut ws, response) = tokio_tungstenite::client_async(request, tcp)
+            .await
+            .unwrap_or_else(|e| panic!("node{}: {e}", i + 1));
+        assert_eq!(response.headers()["x-served-by"], "node1");
+        let hello: Value =
+            serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+        assert_eq!(hello["app"], "app1", "the owner's application: {hello}");
+        let headers = &hello["headers"];
+        assert_eq!(
+            headers["x-sessionmesh-entry-node"],
+            format!("node{}", i + 1)
+        );
+        let data = base64::engine::general_purpose::URL_SAFE
+            .decode(headers["x-sessionmesh-data"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&data).unwrap(),
+            json!({"name": "Ada"})
+        );
+
+        for text in ["ping", "pong", "é 名前 🎉"] {
+            ws.send(Message::text(text)).await.unwrap();
+            let echo = ws.next().await.unwrap().unwrap();
+            assert_eq!(echo.to_text().unwrap(), text);
+        }
+        let big: Vec<u8> = (0..256 * 1024).map(|n| (n % 251) as u8).collect();
+        ws.send(Message::binary(big.clone())).await.unwrap();
+        let echo = ws.next().await.unwrap().unwrap();
+        assert_eq!(echo.into_data().as_ref(), big.as_slice());
+        ws.close(None).await.unwrap();
+    }
 }

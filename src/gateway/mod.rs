@@ -10,14 +10,17 @@
 //!    here. Otherwise it goes once, signed with the cluster secret and its
 //!    body streamed, to the owner's internal listener under [`HOP_PREFIX`],
 //!    which serves it without a further hop. An owner that cannot be reached
-//!    at all is passed over: a request without a body is served here (the
+//!    at all is passed over: a request without a body, or with a small one
+//!    (read before the hop, up to 64 KiB), is served here (the
 //!    session operations themselves reach the replica that takes over); one
-//!    with a body gets 503 `owner_unavailable` (its body cannot be sent
-//!    twice).
+//!    with a larger, streamed body gets 503 `owner_unavailable` (it cannot be
+//!    sent twice).
 //! 3. The serving node reads the session, hands it to its application in
 //!    the request headers of [`contract`], streams the request and answer,
 //!    applies the change the answer's headers ask (replicated, before the
 //!    answer leaves), sets or expires the cookie and removes those headers.
+//!    A WebSocket upgrade the application accepts (101) becomes a byte
+//!    splice of both connections, through the hop when there is one.
 //!
 //! `docs/gateway.md` is the contract as users read it: headers, prefix,
 //! budget, errors.
@@ -41,7 +44,7 @@ use crate::node::Node;
 use crate::routing::{self, Target};
 use crate::session::SessionId;
 use contract::{Action, Handed};
-use proxy::HopError;
+use proxy::{Body, HopError};
 
 /// In gateway mode, sessionmesh's own public routes (session API, cluster
 /// view, dashboard, metrics, health) live under this prefix, so that the
@@ -59,6 +62,10 @@ pub(crate) struct Gateway {
     upstream: Upstream,
     app: reqwest::Client,
     peers: reqwest::Client,
+    /// The same for WebSocket upgrades: no read timeout, which would also
+    /// bound the upgraded connection's quiet times.
+    app_upgrades: reqwest::Client,
+    peers_upgrades: reqwest::Client,
     /// Bound on the application's answer head.
     timeout: Duration,
     /// Bound on a peer's answer head: its application's bound, plus a margin.
@@ -73,30 +80,33 @@ impl Gateway {
         let upstream = config.upstream.clone()?;
         let timeout = config.upstream_timeout;
         let connect = timeout.min(Duration::from_secs(2));
-        let built = (|| {
-            let app = reqwest::Client::builder()
+        let app = || {
+            reqwest::Client::builder()
                 .no_proxy()
                 .http1_only()
                 .tcp_nodelay(true)
                 .connect_timeout(connect)
-                .read_timeout(timeout)
                 .pool_idle_timeout(Duration::from_secs(30))
                 .redirect(reqwest::redirect::Policy::none())
-                .build()?;
-            let peers = node
-                .transport()
+        };
+        let peers = || {
+            node.transport()
                 .client_builder()
                 .http1_only()
                 .tcp_nodelay(true)
                 .connect_timeout(config.forward_timeout.min(Duration::from_secs(1)))
-                .read_timeout(timeout + config.forward_timeout)
                 .pool_idle_timeout(Duration::from_secs(60))
                 .redirect(reqwest::redirect::Policy::none())
-                .build()?;
+        };
+        let built = (|| {
             Ok::<_, reqwest::Error>(Gateway {
                 upstream,
-                app,
-                peers,
+                app: app().read_timeout(timeout).build()?,
+                peers: peers()
+                    .read_timeout(timeout + config.forward_timeout)
+                    .build()?,
+                app_upgrades: app().build()?,
+                peers_upgrades: peers().build()?,
                 timeout,
                 hop_timeout: timeout + config.forward_timeout,
             })
@@ -198,23 +208,17 @@ pub(crate) async fn public(req: HttpRequest, payload: web::Payload) -> HttpRespo
             _ => None,
         }
     });
+    let body = match Body::of(&req, payload).await {
+        Ok(body) => body,
+        Err(error) => return error.error_response(),
+    };
     let (Some(id), Some((holder, addr))) = (id, owner) else {
         let path = path_and_query(&req);
-        return serve_here(
-            &mesh,
-            gateway,
-            id,
-            node.id(),
-            &req,
-            path,
-            outgoing,
-            Some(payload),
-        )
-        .await;
+        return serve_here(&mesh, gateway, id, node.id(), &req, path, outgoing, body).await;
     };
 
     // To the owner, once.
-    let with_body = proxy::has_body(&req);
+    let websocket = proxy::is_websocket(&req);
     let path = format!("{HOP_PREFIX}{}", path_and_query(&req));
     let session = id.to_string();
     let signature = node.signer().sign_with_session(
@@ -226,8 +230,11 @@ pub(crate) async fn public(req: HttpRequest, payload: web::Payload) -> HttpRespo
     );
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
         .unwrap_or(reqwest::Method::GET);
-    let mut request = gateway
-        .peers
+    let client = match websocket {
+        true => &gateway.peers_upgrades,
+        false => &gateway.peers,
+    };
+    let mut request = client
         .request(method, node.transport().url(&addr, &path))
         .header(auth::HEADER, signature)
         .header(auth::SESSION_HEADER, &session)
@@ -235,21 +242,35 @@ pub(crate) async fn public(req: HttpRequest, payload: web::Payload) -> HttpRespo
     for (name, value) in &outgoing {
         request = request.header(name.as_str(), value.as_slice());
     }
-    let (request, pump) = match with_body {
-        true => {
-            let (body, pump) = proxy::stream_body(payload);
-            (request.body(body), Some(pump))
-        }
-        false => (request, None),
-    };
+    if websocket {
+        request = request
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket");
+    }
+    let replay = body.replay();
+    let (request, pump, payload) = body.attach(request);
     match proxy::send(request, gateway.hop_timeout).await {
+        Ok(response) if websocket && response.status() == 101 => {
+            let Some(payload) = payload else {
+                return ApiError::new(StatusCode::BAD_GATEWAY, "owner_failed", "no payload")
+                    .error_response();
+            };
+            let entry = vec![(ENTRY_NODE.to_owned(), node.id().to_owned())];
+            proxy::splice(response, entry, payload).await
+        }
         Ok(response) => proxy::relay(
             response,
             vec![(ENTRY_NODE.to_owned(), node.id().to_owned())],
             pump,
         ),
-        Err(HopError::Unreachable(e)) if !with_body => {
+        // Nothing was sent: served here, the session from the replica that
+        // takes over, if the body can be sent again.
+        Err(HopError::Unreachable(e)) if replay.is_some() || payload.is_some() => {
             tracing::debug!(owner = %holder, error = %e, "the owner cannot be reached: serving here");
+            let body = match (replay, payload) {
+                (Some(body), _) => body,
+                (None, kept) => Body::Empty(kept),
+            };
             let path = path_and_query(&req);
             serve_here(
                 &mesh,
@@ -259,7 +280,7 @@ pub(crate) async fn public(req: HttpRequest, payload: web::Payload) -> HttpRespo
                 &req,
                 path,
                 outgoing,
-                None,
+                body,
             )
             .await
         }
@@ -320,17 +341,11 @@ pub(crate) async fn hop(req: HttpRequest, payload: web::Payload) -> HttpResponse
         .collect();
     let path = path_and_query(&req);
     let path = path.strip_prefix(HOP_PREFIX).unwrap_or(path);
-    serve_here(
-        &mesh,
-        gateway,
-        id,
-        &entry,
-        &req,
-        path,
-        outgoing,
-        Some(payload),
-    )
-    .await
+    let body = match Body::of(&req, payload).await {
+        Ok(body) => body,
+        Err(error) => return error.error_response(),
+    };
+    serve_here(&mesh, gateway, id, &entry, &req, path, outgoing, body).await
 }
 
 /// Serves a request on this node: the session read, the application asked,
@@ -344,7 +359,7 @@ async fn serve_here(
     req: &HttpRequest,
     path: &str,
     outgoing: Vec<(String, Vec<u8>)>,
-    payload: Option<web::Payload>,
+    body: Body,
 ) -> HttpResponse {
     let node = mesh.node();
     let handed = match id {
@@ -374,20 +389,24 @@ async fn serve_here(
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
         .unwrap_or(reqwest::Method::GET);
     let url = format!("{}{path}", gateway.upstream.origin());
-    let mut request = gateway.app.request(method, url);
+    let websocket = proxy::is_websocket(req);
+    let client = match websocket {
+        true => &gateway.app_upgrades,
+        false => &gateway.app,
+    };
+    let mut request = client.request(method, url);
     for (name, value) in &outgoing {
         request = request.header(name.as_str(), value.as_slice());
     }
     for (name, value) in &session_headers {
         request = request.header(*name, value.as_str());
     }
-    let (request, pump) = match payload {
-        Some(payload) if proxy::has_body(req) => {
-            let (body, pump) = proxy::stream_body(payload);
-            (request.body(body), Some(pump))
-        }
-        _ => (request, None),
-    };
+    if websocket {
+        request = request
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket");
+    }
+    let (request, pump, payload) = body.attach(request);
     let response = match proxy::send(request, gateway.timeout).await {
         Ok(response) => response,
         Err(error) => {
@@ -430,7 +449,10 @@ async fn serve_here(
     let extra = cookie
         .map(|c| vec![("set-cookie".to_owned(), c.to_string())])
         .unwrap_or_default();
-    proxy::relay(response, extra, pump)
+    match (websocket && status == 101, payload) {
+        (true, Some(payload)) => proxy::splice(response, extra, payload).await,
+        _ => proxy::relay(response, extra, pump),
+    }
 }
 
 /// Applies `action` with the mesh's operations (replicated before they

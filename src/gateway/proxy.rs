@@ -42,10 +42,78 @@ pub(crate) fn has_body(req: &HttpRequest) -> bool {
     }
 }
 
+/// Bodies up to this size (by `Content-Length`) are read before the hop to
+/// the owner, so that they can be sent again, to this node's application,
+/// when the owner cannot be reached (form posts: logins, logouts).
+pub(crate) const REPLAYABLE: usize = 64 * 1024;
+
+/// A request's body, as the gateway passes it on.
+pub(crate) enum Body {
+    /// None; the payload is kept when it is a WebSocket upgrade's connection.
+    Empty(Option<web::Payload>),
+    /// A small body, read already (it can be sent twice).
+    Small(Bytes),
+    /// Streamed as it arrives.
+    Stream(web::Payload),
+}
+
+impl Body {
+    /// How `req`'s body is passed on; small bodies are read here (bounded
+    /// by `request_timeout`).
+    pub(crate) async fn of(req: &HttpRequest, payload: web::Payload) -> Result<Body, ApiError> {
+        if is_websocket(req) {
+            return Ok(Body::Empty(Some(payload)));
+        }
+        if !has_body(req) {
+            return Ok(Body::Empty(None));
+        }
+        let length = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        match length {
+            Some(length) if length <= REPLAYABLE => Ok(Body::Small(
+                crate::http::read_body(req, payload, REPLAYABLE).await?,
+            )),
+            _ => Ok(Body::Stream(payload)),
+        }
+    }
+
+    /// A copy to send again if the first try reached no one, when there can be one.
+    pub(crate) fn replay(&self) -> Option<Body> {
+        match self {
+            Body::Empty(None) => Some(Body::Empty(None)),
+            Body::Small(bytes) => Some(Body::Small(bytes.clone())),
+            Body::Empty(Some(_)) | Body::Stream(_) => None,
+        }
+    }
+
+    /// Puts the body on `request`: the pump's guard of a streamed body, and
+    /// the upgrade's payload, come back.
+    pub(crate) fn attach(
+        self,
+        request: reqwest::RequestBuilder,
+    ) -> (
+        reqwest::RequestBuilder,
+        Option<AbortOnDrop>,
+        Option<web::Payload>,
+    ) {
+        match self {
+            Body::Empty(kept) => (request, None, kept),
+            Body::Small(bytes) => (request.body(bytes), None, None),
+            Body::Stream(payload) => {
+                let (body, pump) = stream_body(payload);
+                (request.body(body), Some(pump), None)
+            }
+        }
+    }
+}
+
 /// The request body as reqwest sends it: chunks read from actix-web's
 /// payload by a task of this worker (the payload is bound to it) as the next
 /// hop takes them. The guard stops the task with the answer.
-pub(crate) fn stream_body(mut payload: web::Payload) -> (reqwest::Body, AbortOnDrop) {
+fn stream_body(mut payload: web::Payload) -> (reqwest::Body, AbortOnDrop) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(PUMP_CHUNKS);
     let pump = actix_web::rt::spawn(async move {
         while let Some(chunk) = payload.next().await {
@@ -118,6 +186,95 @@ pub(crate) fn relay(
     match length {
         Some(length) => builder.body(SizedStream::new(length, body)),
         None => builder.streaming(body),
+    }
+}
+
+/// Whether the request asks for a WebSocket upgrade (passed through to the
+/// application as one).
+pub(crate) fn is_websocket(req: &HttpRequest) -> bool {
+    let has = |name, token: &str| {
+        req.headers().get_all(name).any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    req.method() == actix_web::http::Method::GET
+        && has(actix_web::http::header::CONNECTION, "upgrade")
+        && has(actix_web::http::header::UPGRADE, "websocket")
+}
+
+/// Joins the client's upgraded connection and the next hop's, once the next
+/// hop answered 101: the client's bytes (the request's payload after the
+/// upgrade) are copied to it by a task of this worker, its bytes are the
+/// answer's body. Either side closing ends both.
+pub(crate) async fn splice(
+    response: reqwest::Response,
+    extra: Vec<(String, String)>,
+    mut payload: web::Payload,
+) -> HttpResponse {
+    use tokio::io::{AsyncRead, AsyncWriteExt};
+
+    let mut builder = HttpResponseBuilder::new(StatusCode::SWITCHING_PROTOCOLS);
+    let all: Vec<(&str, &[u8])> = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
+    for (name, value) in headers::pass_on(&all) {
+        builder.append_header((name, value));
+    }
+    for (name, value) in extra {
+        builder.append_header((name, value));
+    }
+    builder.upgrade("websocket");
+    let io = match response.upgrade().await {
+        Ok(io) => io,
+        Err(e) => {
+            return ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                format!("the WebSocket upgrade failed: {e}"),
+            )
+            .error_response()
+        }
+    };
+    let (mut read, mut write) = tokio::io::split(io);
+    let pump = actix_web::rt::spawn(async move {
+        while let Some(Ok(chunk)) = payload.next().await {
+            if write.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = write.shutdown().await;
+    });
+    let body = futures_util::stream::poll_fn(move |cx| {
+        let mut buf = [0u8; 16 * 1024];
+        let mut read_buf = tokio::io::ReadBuf::new(&mut buf);
+        match Pin::new(&mut read).poll_read(cx, &mut read_buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) if read_buf.filled().is_empty() => Poll::Ready(None),
+            Poll::Ready(Ok(())) => Poll::Ready(Some(Ok(Bytes::copy_from_slice(read_buf.filled())))),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+        }
+    });
+    let body = Spliced {
+        inner: Box::pin(body),
+        _pump: AbortOnDrop(pump),
+    };
+    builder.streaming(body)
+}
+
+/// The next hop's side of a spliced connection, holding the client's pump.
+struct Spliced {
+    inner: Pin<Box<dyn Stream<Item = std::io::Result<Bytes>>>>,
+    _pump: AbortOnDrop,
+}
+
+impl Stream for Spliced {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
     }
 }
 
