@@ -186,6 +186,10 @@ fn seen_headers(whoami: &Value) -> Vec<String> {
     seen
 }
 
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
 fn b64(value: &Value) -> String {
     base64::engine::general_purpose::URL_SAFE.encode(value.to_string())
 }
@@ -207,6 +211,11 @@ async fn login_greet_forge_kill_logout(framework: Framework) {
     let login = cluster.get(0, "/login?name=Ada%20Lovelace", None).await;
     assert_eq!(login.status(), 200);
     let cookie = set_cookie(&login, "SESSION").expect("login sets the session cookie");
+    if let Framework::Flask = framework {
+        // The application's own cookie comes through beside the session's.
+        let own = set_cookie(&login, "last_login").expect("the application's cookie");
+        assert_eq!(own, format!("last_login={}", hex("Ada Lovelace")));
+    }
     assert!(!login
         .headers()
         .keys()
@@ -401,6 +410,19 @@ async fn own_routes_live_under_the_prefix() {
     let body: Value = unknown.json().await.unwrap();
     assert_eq!(body["error"], "no_route");
 
+    // HEAD answers the head of GET.
+    let head = cluster.http.head(cluster.url(1, "/")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    let length: usize = header(&head, "content-length").unwrap().parse().unwrap();
+    assert_eq!(length, "Hello, Guest (entered at node2)\n".len());
+
+    // An invalid session header is a 502, and changes nothing.
+    let garbled = cluster.get(0, "/garbled", None).await;
+    assert_eq!(garbled.status(), 502);
+    assert!(set_cookie(&garbled, "SESSION").is_none());
+    let body: Value = garbled.json().await.unwrap();
+    assert_eq!(body["error"], "bad_session_header");
+
     // The session API reads the session the application wrote.
     let login = cluster.get(2, "/login?name=Grace", None).await;
     let cookie = set_cookie(&login, "SESSION").unwrap();
@@ -454,6 +476,27 @@ async fn patches_uploads_and_large_sessions() {
             .unwrap();
         assert_eq!(answer["bytes"], body.len(), "node{}", i + 1);
     }
+
+    // A chunked answer of 4 MiB, streamed back through a hop.
+    let download = cluster.get(1, "/download?kib=4096", Some(&cookie)).await;
+    assert_eq!(download.status(), 200);
+    assert!(header(&download, "content-length").is_none());
+    assert_eq!(download.bytes().await.unwrap().len(), 4 * 1024 * 1024);
+    // A chunked upload (no Content-Length): streamed, not buffered.
+    let chunks =
+        futures_util::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(vec![b'z'; 16 * 1024])));
+    let answer: Value = cluster
+        .http
+        .post(cluster.url(2, "/upload"))
+        .header("cookie", &cookie)
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["bytes"], 64 * 16 * 1024);
 
     // Over the budget: the application gets a URL of the session instead.
     let big = "é".repeat(6000);

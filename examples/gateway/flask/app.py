@@ -16,7 +16,7 @@ import json
 import os
 import time
 
-from flask import Flask, g, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 
 app = Flask(__name__)
 
@@ -50,6 +50,8 @@ def login():
     # Replace the session data; a new id against session fixation.
     response.headers["X-Sessionmesh-Replace"] = encode({"name": name})
     response.headers["X-Sessionmesh-Renew"] = "1"
+    # The application's own cookies pass through untouched.
+    response.set_cookie("last_login", name.encode().hex(), samesite="Lax")
     return response
 
 
@@ -98,6 +100,21 @@ def broken():
     response = app.make_response(("it broke\n", 500))
     response.headers["X-Sessionmesh-Replace"] = encode({"name": "Mallory"})
     return response
+
+
+@app.get("/garbled")
+def garbled():
+    """An invalid session header: the node answers 502 and changes nothing."""
+    response = app.make_response("oops\n")
+    response.headers["X-Sessionmesh-Patch"] = "this is not base64url JSON"
+    return response
+
+
+@app.get("/download")
+def download():
+    """A streamed answer of unknown length (sent chunked)."""
+    kib = int(request.args.get("kib", "1024"))
+    return Response((b"y" * 1024 for _ in range(kib)), mimetype="application/octet-stream")
 
 
 @app.get("/slow")
