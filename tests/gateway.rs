@@ -530,6 +530,49 @@ async fn patches_uploads_and_large_sessions() {
     );
 }
 
+/// Concurrent requests that read and write the same field never lose an
+/// update: each succeeds with its own count, or gets 409 `session_conflict`
+/// (nothing written), and the session ends at the number of successes.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_patches_lose_no_update() {
+    let cluster = Gateways::start(Framework::Flask, &[]).await;
+    let login = cluster.get(0, "/login?name=Ada", None).await;
+    let cookie = set_cookie(&login, "SESSION").unwrap();
+    let requests = (0..30).map(|n| {
+        let request = cluster
+            .http
+            .post(cluster.url(n % 3, "/visits"))
+            .header("cookie", &cookie)
+            .send();
+        async move {
+            let response = request.await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            (status, body)
+        }
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    let mut counts = Vec::new();
+    for (status, body) in &answers {
+        match status {
+            200 => counts.push(body["visits"].as_u64().unwrap()),
+            409 => assert_eq!(body["error"], "session_conflict", "{body}"),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    counts.sort();
+    let expected: Vec<u64> = (1..=counts.len() as u64).collect();
+    assert_eq!(counts, expected, "each success wrote its own count");
+    let whoami: Value = cluster
+        .get(2, "/whoami", Some(&cookie))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(whoami["session"]["visits"], counts.len());
+    assert_eq!(whoami["session"]["name"], "Ada");
+}
+
 /// An application that is down gets a JSON 502, a slow one a JSON 504; the
 /// session does not change.
 #[tokio::test(flavor = "multi_thread")]
