@@ -435,6 +435,32 @@ async fn own_routes_live_under_the_prefix() {
     assert_eq!(doc["data"], json!({"name": "Grace"}));
 }
 
+/// The image's health check (`sessionmesh healthcheck --ready`) probes under
+/// the prefix when the container is in gateway mode (`SESSIONMESH_UPSTREAM`).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_healthcheck_follows_the_prefix() {
+    let cluster = Gateways::start(Framework::Flask, &[]).await;
+    let node = cluster.url(0, "");
+    let probe = |env: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sessionmesh"));
+        command.args(["healthcheck", "--ready", "--node", &node]);
+        command.env_remove("SESSIONMESH_UPSTREAM");
+        if let Some(upstream) = env {
+            command.env("SESSIONMESH_UPSTREAM", upstream);
+        }
+        command.output().unwrap()
+    };
+    let gateway = probe(Some("http://127.0.0.1:5000"));
+    assert!(gateway.status.success(), "{gateway:?}");
+    // Without it, /readyz is the application's (a 404 there).
+    let plain = probe(None);
+    assert!(!plain.status.success(), "{plain:?}");
+    assert!(
+        String::from_utf8_lossy(&plain.stderr).contains("404"),
+        "{plain:?}"
+    );
+}
+
 /// Merge patches from the application, a large upload streamed through two
 /// hops, and a session over the header budget handed by URL.
 #[tokio::test(flavor = "multi_thread")]
