@@ -8,7 +8,7 @@
 //!    headers, and adds `Forwarded` / `X-Forwarded-*`.
 //! 2. A guest's request, or one whose session this node owns, is served
 //!    here. Otherwise it goes once, signed with the cluster secret and its
-//!    body streamed, to the owner's internal listener under [`HOP_PREFIX`],
+//!    body streamed, to the owner's internal listener under `/gateway`,
 //!    which serves it without a further hop. An owner that cannot be reached
 //!    at all is passed over: a request without a body, or with a small one
 //!    (read before the hop, up to 64 KiB), is served here (the
