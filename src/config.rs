@@ -77,6 +77,8 @@ const KEYS: &[&str] = &[
     "internal_tls_cert_file",
     "internal_tls_key_file",
     "internal_tls_ca_file",
+    "upstream",
+    "upstream_timeout",
 ];
 
 /// Secrets given directly, and the key that gives the same secret through a file.
@@ -110,6 +112,7 @@ const DEFAULT_GOSSIP_INTERVAL: Duration = Duration::from_millis(500);
 const DEFAULT_DEAD_NODE_GRACE: Duration = Duration::from_secs(60);
 const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 
 const fn loopback(port: u16) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port))
@@ -249,6 +252,13 @@ pub struct ServeArgs {
     /// PEM bundle of the CA certificates that issue the nodes' internal certificates
     #[arg(long, value_name = "FILE")]
     pub internal_tls_ca_file: Option<String>,
+    /// Gateway mode: the application next to this node, like http://127.0.0.1:3000; requests
+    /// outside /_sessionmesh/ go to the session owner's application [default: none]
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Gateway mode: bound on the application's answer head (and on each wait for its body) [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub upstream_timeout: Option<String>,
 }
 
 /// Written by hand so that secrets given as flags never reach a log line.
@@ -311,6 +321,8 @@ impl fmt::Debug for ServeArgs {
             .field("internal_tls_cert_file", &self.internal_tls_cert_file)
             .field("internal_tls_key_file", &self.internal_tls_key_file)
             .field("internal_tls_ca_file", &self.internal_tls_ca_file)
+            .field("upstream", &self.upstream)
+            .field("upstream_timeout", &self.upstream_timeout)
             .finish()
     }
 }
@@ -409,9 +421,81 @@ pub struct Config {
     /// Mutual TLS on the internal listener and on every request to a peer; `None`
     /// means plain HTTP between nodes.
     pub internal_tls: Option<InternalTls>,
+    /// Gateway mode: the application instance next to this node. When set, public
+    /// requests outside `/_sessionmesh/` are routed to their session's owner and
+    /// proxied to its upstream (see `docs/gateway.md`).
+    pub upstream: Option<Upstream>,
+    /// Gateway mode: bound on the upstream's answer head, and on each wait for
+    /// more of its body.
+    pub upstream_timeout: Duration,
     /// True when `cookie_secret` or `cluster_secret` was missing and a throwaway one was
     /// generated (only allowed without seeds); the caller should warn.
     pub generated_secrets: bool,
+}
+
+/// The application a node proxies to in gateway mode: an `http://host:port`
+/// origin (a name or an IP address; no path, query or credentials). TLS to
+/// the application is not offered: it runs next to the node (same host, pod
+/// or private network).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// `http://host:port`, without a trailing slash.
+    origin: String,
+}
+
+impl Upstream {
+    /// Parses `http://host[:port][/]`.
+    ///
+    /// ```
+    /// use sessionmesh::config::Upstream;
+    /// assert_eq!(Upstream::parse("http://127.0.0.1:3000/").unwrap().origin(), "http://127.0.0.1:3000");
+    /// assert!(Upstream::parse("https://app:3000").is_err());
+    /// assert!(Upstream::parse("http://app:3000/prefix").is_err());
+    /// ```
+    pub fn parse(text: &str) -> Result<Upstream, String> {
+        let expected = || {
+            "an http://host:port origin like http://127.0.0.1:3000 (no path, query or user)"
+                .to_owned()
+        };
+        let rest = text.strip_prefix("http://").ok_or_else(expected)?;
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+            return Err(expected());
+        }
+        let (host, port) = match authority.strip_prefix('[') {
+            // [v6]:port
+            Some(bracketed) => {
+                let (ip, after) = bracketed.split_once(']').ok_or_else(expected)?;
+                let port = match after {
+                    "" => None,
+                    _ => Some(after.strip_prefix(':').ok_or_else(expected)?),
+                };
+                (&authority[..ip.len() + 2], port)
+            }
+            None => match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            },
+        };
+        if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+            return Err(expected());
+        }
+        parse_host(host).map_err(|_| expected())?;
+        Ok(Upstream {
+            origin: format!("http://{authority}"),
+        })
+    }
+
+    /// `http://host:port`, without a trailing slash.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.origin)
+    }
 }
 
 /// The `SameSite` attribute of the session cookie.
@@ -721,6 +805,10 @@ impl Config {
             .unwrap_or(Duration::from_secs(10));
         let public_tls = raw.public_tls()?;
         let internal_tls = raw.internal_tls()?;
+        let upstream = raw.parse("upstream", Upstream::parse)?;
+        let upstream_timeout = raw
+            .parse("upstream_timeout", duration_from(Duration::from_millis(1)))?
+            .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT);
         debug_assert!(raw.values.is_empty(), "unparsed keys: {:?}", raw.values);
         // Browsers that reach the node over HTTPS can be given Secure cookies.
         let cookie_secure = cookie_secure.unwrap_or(public_tls.is_some());
@@ -778,6 +866,8 @@ impl Config {
             handoff_rate,
             public_tls,
             internal_tls,
+            upstream,
+            upstream_timeout,
             generated_secrets,
         })
     }
@@ -961,6 +1051,8 @@ impl Raw {
             internal_tls_cert_file,
             internal_tls_key_file,
             internal_tls_ca_file,
+            upstream,
+            upstream_timeout,
         } = args;
         let flags = [
             ("node_id", node_id),
@@ -1007,6 +1099,8 @@ impl Raw {
             ("internal_tls_cert_file", internal_tls_cert_file),
             ("internal_tls_key_file", internal_tls_key_file),
             ("internal_tls_ca_file", internal_tls_ca_file),
+            ("upstream", upstream),
+            ("upstream_timeout", upstream_timeout),
         ];
         let mut raw = Raw::default();
         for (key, value) in flags {
@@ -1696,6 +1790,53 @@ mod tests {
             message.contains("`gossip_interval` (from config file "),
             "{message}"
         );
+    }
+
+    #[test]
+    fn upstream_from_each_layer() {
+        assert!(load_env(&[]).unwrap().upstream.is_none());
+        assert_eq!(
+            load_env(&[]).unwrap().upstream_timeout,
+            Duration::from_secs(30)
+        );
+        let config = load_env(&[
+            ("SESSIONMESH_UPSTREAM", "http://127.0.0.1:3000"),
+            ("SESSIONMESH_UPSTREAM_TIMEOUT", "2s"),
+        ])
+        .unwrap();
+        assert_eq!(config.upstream.unwrap().origin(), "http://127.0.0.1:3000");
+        assert_eq!(config.upstream_timeout, Duration::from_secs(2));
+        let config = load_toml("upstream = \"http://app:8000/\"").unwrap();
+        assert_eq!(config.upstream.unwrap().origin(), "http://app:8000");
+        let args = ServeArgs {
+            upstream: Some("http://[::1]:3000".into()),
+            ..ServeArgs::default()
+        };
+        let config = Config::load_from(&args, env(&[("SESSIONMESH_UPSTREAM", "http://x:1")]));
+        assert_eq!(
+            config.unwrap().upstream.unwrap().origin(),
+            "http://[::1]:3000"
+        );
+        for bad in [
+            "127.0.0.1:3000",
+            "https://app:3000",
+            "http://",
+            "http://app:0",
+            "http://app:port",
+            "http://app:3000/path",
+            "http://user@app:3000",
+            "http://::1:3000",
+            "http://[::1",
+            "http://app?x=1",
+        ] {
+            let message = error_of(load_env(&[("SESSIONMESH_UPSTREAM", bad)]));
+            assert!(
+                message.contains("`upstream` (from SESSIONMESH_UPSTREAM)"),
+                "{bad}: {message}"
+            );
+        }
+        let message = error_of(load_env(&[("SESSIONMESH_UPSTREAM_TIMEOUT", "0")]));
+        assert!(message.contains("`upstream_timeout`"), "{message}");
     }
 
     #[test]

@@ -18,6 +18,10 @@
 //! - [`web`]: the JSON session API and operator routes (health, metrics,
 //!   dashboard) to serve beside the application, and the public server the
 //!   `sessionmesh` binary runs.
+//! - [`gateway`]: gateway mode, for applications in any language: with
+//!   `upstream` set, the binary routes every request to its session's owner
+//!   and proxies it to the application next to that node, the session in
+//!   request headers and its changes in response headers (`docs/gateway.md`).
 //!
 //! ```no_run
 //! use actix_web::{web, App, HttpServer, Responder};
@@ -69,6 +73,7 @@ pub mod actix_session;
 #[doc(hidden)]
 pub mod cli;
 pub mod config;
+pub mod gateway;
 #[cfg(feature = "tower-sessions")]
 pub mod tower_sessions;
 pub mod web;

@@ -148,6 +148,32 @@ fn env_names(text: &str) -> Vec<String> {
     out
 }
 
+/// The gateway-mode sidecar example (deploy/kubernetes/gateway/) against the
+/// same schemas: one pod holds the application and a sessionmesh node.
+#[test]
+fn gateway_sidecar_manifest_matches_the_api_schemas() {
+    let file = Path::new(ROOT).join("deploy/kubernetes/gateway/sidecar.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("SESSIONMESH_UPSTREAM"),
+        "no upstream in the sidecar"
+    );
+    assert!(
+        text.contains("path: /_sessionmesh/readyz"),
+        "probes outside the prefix"
+    );
+    for version in KUBERNETES_VERSIONS {
+        let Some((ok, text)) = validate(std::slice::from_ref(&file), version) else {
+            let required = std::env::var("CONTAINER_TESTS_REQUIRED").is_ok_and(|v| v == "1");
+            assert!(!required, "kubernetes-validate is not installed");
+            eprintln!("SKIPPED: kubernetes-validate is not installed");
+            return;
+        };
+        assert!(ok, "the sidecar manifest does not validate:\n{text}");
+        assert_eq!(text.matches(" passed for resource ").count(), 3, "{text}");
+    }
+}
+
 /// A misspelt variable in a deployment file would stop every node with exit code 2:
 /// each one the files pass to a node names a real key.
 #[test]
@@ -163,6 +189,7 @@ fn deployment_files_set_only_known_variables() {
         "Dockerfile",
         "compose.yaml",
         "deploy/kubernetes/statefulset.yaml",
+        "deploy/kubernetes/gateway/sidecar.yaml",
     ] {
         let text = std::fs::read_to_string(Path::new(ROOT).join(file)).unwrap();
         let names = env_names(&text);

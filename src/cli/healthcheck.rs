@@ -1,4 +1,6 @@
-//! `sessionmesh healthcheck`: probes a node's `/healthz` (or `/readyz`).
+//! `sessionmesh healthcheck`: probes a node's `/healthz` (or `/readyz`); in
+//! gateway mode (`SESSIONMESH_UPSTREAM` set, as in a gateway container) under
+//! `/_sessionmesh/`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -13,6 +15,9 @@ pub struct HealthcheckArgs {
     /// Probe /readyz instead of /healthz.
     #[arg(long)]
     pub ready: bool,
+    /// Prefix of sessionmesh's routes [default: /_sessionmesh when SESSIONMESH_UPSTREAM is set (gateway mode), else none]
+    #[arg(long, value_name = "PATH")]
+    pub prefix: Option<String>,
     /// Give up after this long.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -22,8 +27,15 @@ pub struct HealthcheckArgs {
 
 pub fn run(args: HealthcheckArgs) -> ExitCode {
     let path = if args.ready { "/readyz" } else { "/healthz" };
+    let prefix = args.prefix.clone().unwrap_or_else(|| {
+        let gateway = std::env::var_os("SESSIONMESH_UPSTREAM").is_some_and(|v| !v.is_empty());
+        match gateway {
+            true => crate::gateway::PREFIX.to_owned(),
+            false => String::new(),
+        }
+    });
     let base = super::base_url(&args.node, &args.tls);
-    let url = format!("{base}{path}");
+    let url = format!("{base}{}{path}", prefix.trim_end_matches('/'));
     let probe = async {
         let client = super::client(args.timeout, &args.tls, &base)?;
         let response = client

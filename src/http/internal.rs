@@ -149,8 +149,16 @@ pub(super) async fn authenticate(
         }
     };
     // A link upgrade's payload is the link itself: it is signed with no body
-    // and left for the link to read.
-    if req.path() != LINK_PATH {
+    // and left for the link to read. A gateway request's body is streamed to
+    // the application: it is signed without it (the signed path confines
+    // such a signature to the gateway).
+    let is_link = req.path() == LINK_PATH;
+    let is_gateway = req.path() == crate::gateway::HOP_PREFIX
+        || req
+            .path()
+            .strip_prefix(crate::gateway::HOP_PREFIX)
+            .is_some_and(|rest| rest.starts_with('/'));
+    if !is_link && !is_gateway {
         let mut payload = req.take_payload();
         let mut body = BytesMut::new();
         let mut hasher = Sha256::new();

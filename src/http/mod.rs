@@ -334,8 +334,12 @@ pub(crate) fn internal_app(
                 routes(cfg);
             }
         });
+    // Gateway mode: requests a peer routed to this node's application.
+    let gateway = crate::gateway::Slot::for_worker(&node);
+    let gateway_mode = gateway.is_on();
     actix_web::App::new()
         .app_data(node)
+        .app_data(gateway)
         .wrap(actix_web::middleware::from_fn(move |req, next| {
             internal::authenticate(gate.clone(), req, next)
         }))
@@ -350,6 +354,14 @@ pub(crate) fn internal_app(
         }))
         .app_data(web::PayloadConfig::new(internal::MAX_BATCH_BYTES))
         .service(forwarded)
+        .configure(move |cfg| {
+            if gateway_mode {
+                cfg.service(
+                    web::scope(crate::gateway::HOP_PREFIX)
+                        .default_service(web::to(crate::gateway::hop)),
+                );
+            }
+        })
         .configure(internal::routes)
         .configure(dashboard::internal_routes)
         .default_service(web::to(no_route))

@@ -15,6 +15,11 @@ use super::{limit_headers, no_route, operator_routes, session_api, SERVED_BY};
 use crate::mesh::Mesh;
 use crate::metrics::Listener;
 
+/// The fallback outside gateway mode (same signature as the gateway's).
+async fn no_route_here(req: actix_web::HttpRequest, _: web::Payload) -> actix_web::HttpResponse {
+    no_route(req).await
+}
+
 /// A running public HTTP server: an application's routes beside the JSON
 /// session API and the operator routes, with the public listener's limits
 /// (`max_header_bytes`, `request_timeout`, `max_connections`), request
@@ -58,8 +63,17 @@ impl PublicServer {
             let served_by = DefaultHeaders::new().add((SERVED_BY, node.id().to_owned()));
             let max_header_bytes = node.config().max_header_bytes;
             let app = app.clone();
+            // Gateway mode: sessionmesh's routes under a prefix, every other
+            // path to the application (see `crate::gateway`).
+            let gateway = crate::gateway::Slot::for_worker(&node);
+            let gateway_mode = gateway.is_on();
+            let fallback = match gateway_mode {
+                true => web::to(crate::gateway::public),
+                false => web::to(no_route_here),
+            };
             actix_web::App::new()
                 .app_data(mesh.clone())
+                .app_data(gateway)
                 .wrap(actix_web::middleware::from_fn(move |req, next| {
                     limit_headers(max_header_bytes, req, next)
                 }))
@@ -68,9 +82,20 @@ impl PublicServer {
                     super::metrics::count(node.clone(), Listener::Public, req, next)
                 }))
                 .configure(move |cfg| app(cfg))
-                .configure(session_api)
-                .configure(operator_routes)
-                .default_service(web::to(no_route))
+                .configure(move |cfg| match gateway_mode {
+                    true => {
+                        cfg.service(
+                            web::scope(crate::gateway::PREFIX)
+                                .configure(session_api)
+                                .configure(operator_routes)
+                                .default_service(web::to(no_route)),
+                        );
+                    }
+                    false => {
+                        cfg.configure(session_api).configure(operator_routes);
+                    }
+                })
+                .default_service(fallback)
         };
         let server = HttpServer::new(factory)
             .workers(config.workers)

@@ -95,7 +95,12 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let node = ServedNode::start(config, demo::routes).await?;
+        // Gateway mode: every path but /_sessionmesh/ is the application's.
+        let routes: fn(&mut actix_web::web::ServiceConfig) = match config.upstream {
+            Some(_) => |_| {},
+            None => demo::routes,
+        };
+        let node = ServedNode::start(config, routes).await?;
         tokio::select! {
             _ = shutdown_signal() => {}
             _ = node.mesh().leave_requested() => {}
