@@ -451,7 +451,7 @@ impl Report {
         if !self.ring_micro.is_empty() {
             let _ = writeln!(
                 md,
-                "\n## Ring (criterion, `cargo bench -p bench --bench ring`)\n"
+                "\n## Micro-benchmarks (criterion, `cargo bench -p bench --bench ring` and `--bench lease`)\n"
             );
             let _ = writeln!(md, "| benchmark | mean |");
             let _ = writeln!(md, "| --- | ---: |");
