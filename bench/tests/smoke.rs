@@ -1,8 +1,8 @@
 //! The benchmark harness cannot rot: a short run (`bench --smoke`: one round of
 //! one-second runs, 2,000 sessions, a 3-node join and one kill -9) must produce a
 //! table with every contender (the applications on sessionmesh of `bench-app`
-//! included) and no errors. Real redis-server, wrk, the peer and
-//! the sessionmesh binary, all on loopback; under a minute on a 2-core machine.
+//! included) and no errors. Real redis-server, wrk, the peer, the sessionmesh
+//! binary and bench-app, all on loopback; about a minute on a 2-core machine.
 //! The full run (`scripts/bench.sh`) is not part of the tests.
 
 use std::path::{Path, PathBuf};
