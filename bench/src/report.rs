@@ -468,7 +468,7 @@ impl Report {
         }
 
         if !self.targets.is_empty() {
-            let _ = writeln!(md, "\n## Targets (issue 5)\n");
+            let _ = writeln!(md, "\n## Targets (issues 5 and 13)\n");
             let _ = writeln!(md, "| target | measured | goal | holds |");
             let _ = writeln!(md, "| --- | ---: | --- | --- |");
             for t in &self.targets {
