@@ -28,4 +28,4 @@ if [[ "${BENCH_CRITERION:-1}" != 0 ]]; then
     "${nice[@]}" cargo bench --locked -p bench --bench ring
 fi
 
-exec "${nice[@]}" target/release/bench "$@"
+exec "${nice[@]}" "${CARGO_TARGET_DIR:-target}/release/bench" "$@"

@@ -160,6 +160,9 @@ pub mod testing {
     pub mod ring {
         pub use crate::ring::Ring;
     }
+    pub mod lease {
+        pub use crate::replication::lease::{LeaseView, Leases, Millis, Serve};
+    }
     pub mod membership {
         pub use crate::membership::gossip::{
             DropReason, GossipDrops, GossipKeys, SealedTransport, HEADER_LEN as SEAL_HEADER_LEN,

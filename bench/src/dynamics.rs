@@ -242,6 +242,8 @@ async fn kill_trial(
         secrets: Secrets::random(),
         replication_factor: 2,
         gossip_interval: Some(format!("{}ms", options.gossip_interval.as_millis())),
+        extra_args: Vec::new(),
+        extra_env: Vec::new(),
     };
     let mut nodes = procs::start_cluster(&sm, "k", n, http).await?;
     let mut victim = nodes.pop().context("a cluster of at least one node")?;

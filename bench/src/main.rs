@@ -72,6 +72,13 @@ struct Args {
     /// The peer binary (default: `bench-peer` next to this one).
     #[arg(long)]
     peer_bin: Option<PathBuf>,
+    /// The application on sessionmesh (default: `bench-app` next to this one).
+    #[arg(long)]
+    app_bin: Option<PathBuf>,
+    /// Throughput scenarios to run, by key (comma-separated; default: all), e.g.
+    /// `peer_read,peer_rr_read,peer_login,app_owner_read`.
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
     /// Where results go (default: `target/bench` beside this binary's profile dir).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -157,7 +164,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => sibling("bench-peer")?,
     };
-    for bin in [&sessionmesh_bin, &peer_bin] {
+    let app_bin = match &args.app_bin {
+        Some(p) => p.clone(),
+        None => sibling("bench-app")?,
+    };
+    for bin in [&sessionmesh_bin, &peer_bin, &app_bin] {
         anyhow::ensure!(
             bin.exists(),
             "{} not found: build it first (scripts/bench.sh does), or pass its path",
@@ -182,6 +193,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             rr_sessions: 30,
             sessionmesh_bin: sessionmesh_bin.clone(),
             peer_bin: peer_bin.clone(),
+            app_bin: app_bin.clone(),
+            only: args.scenarios.clone(),
             script_dir: out.join("lua"),
             gossip_interval: Some(format!("{}ms", gossip.as_millis())),
         };

@@ -214,6 +214,8 @@ pub async fn run(options: &Options, http: &reqwest::Client) -> anyhow::Result<Me
             secrets: Secrets::random(),
             replication_factor: 1,
             gossip_interval: None,
+            extra_args: Vec::new(),
+            extra_env: Vec::new(),
         },
         "smm",
         &[],

@@ -341,6 +341,10 @@ pub struct SmOptions {
     pub replication_factor: usize,
     /// `None`: the binary's default (500ms).
     pub gossip_interval: Option<String>,
+    /// More flags and environment variables for every node (an application
+    /// binary built on sessionmesh takes sessionmesh's flags, and its own).
+    pub extra_args: Vec<String>,
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl SmNode {
@@ -373,6 +377,8 @@ impl SmNode {
         for seed in seeds {
             command.args(["--seed", &seed.to_string()]);
         }
+        command.args(&options.extra_args);
+        command.envs(options.extra_env.iter().map(|(k, v)| (k, v)));
         let (mut proc, lines) = spawn_reading(id, &mut command, false)?;
         let (public, internal, gossip) = wait_line(&mut proc, &lines, |line| {
             let event: serde_json::Value = serde_json::from_str(line).ok()?;

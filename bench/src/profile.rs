@@ -77,6 +77,8 @@ pub async fn run(options: &Options, http: &reqwest::Client) -> anyhow::Result<Ve
         secrets: Secrets::random(),
         replication_factor: 2,
         gossip_interval: None,
+        extra_args: Vec::new(),
+        extra_env: Vec::new(),
     };
     let nodes: Vec<SmNode> = procs::start_cluster(&sm, "p", 2, http).await?;
     let (owner, entry) = (&nodes[0], &nodes[1]);

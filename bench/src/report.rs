@@ -136,9 +136,16 @@ pub struct Report {
 /// The reference a scenario's ratio is taken against.
 pub fn reference(key: &str) -> Option<&'static str> {
     match key {
-        "plain" | "sm_owner_read" | "sm_forwarded_read" | "peer_rr_read" => Some("peer_read"),
-        "sm_rr_read" => Some("peer_rr_read"),
-        "sm_login_rf2" => Some("peer_login"),
+        "plain"
+        | "sm_owner_read"
+        | "sm_forwarded_read"
+        | "peer_rr_read"
+        | "app_owner_read"
+        | "app_forwarded_read"
+        | "store_owner_read"
+        | "store_forwarded_read" => Some("peer_read"),
+        "sm_rr_read" | "app_rr_read" | "store_rr_read" => Some("peer_rr_read"),
+        "sm_login_rf2" | "app_login_rf2" | "store_login_rf2" => Some("peer_login"),
         _ => None,
     }
 }
@@ -189,6 +196,38 @@ pub fn targets(t: Option<&Throughput>, m: Option<&Memory>, d: Option<&Dynamics>)
             ">= 1.0",
             |v| v >= 1.0,
         ));
+        // Issue 13: the same pages as an application on the cluster, through the
+        // `sessionmesh::actix` extractor (`app_*`) and actix-session's middleware
+        // with `MeshSessionStore` (`store_*`), against the Redis application.
+        for (prefix, how) in [("app", "extractor"), ("store", "actix-session store")] {
+            for (scenario, reference, what, goal) in [
+                ("owner_read", "peer_read", "owner entry / peer read", 1.5),
+                (
+                    "forwarded_read",
+                    "peer_read",
+                    "non-owner entry / peer read",
+                    1.1,
+                ),
+                (
+                    "rr_read",
+                    "peer_rr_read",
+                    "round robin / peer round robin",
+                    1.2,
+                ),
+                ("login_rf2", "peer_login", "login rf=2 / peer login", 1.0),
+            ] {
+                let key = format!("{prefix}_{scenario}");
+                if t.get(&key).is_none() {
+                    continue;
+                }
+                out.push(target(
+                    &format!("app ({how}): {what} (req/s)"),
+                    t.paired_ratio(&key, reference),
+                    &format!(">= {goal:.1}"),
+                    move |v| v >= goal,
+                ));
+            }
+        }
     }
     if let Some(m) = m {
         out.push(target(
@@ -412,7 +451,7 @@ impl Report {
         if !self.ring_micro.is_empty() {
             let _ = writeln!(
                 md,
-                "\n## Ring (criterion, `cargo bench -p bench --bench ring`)\n"
+                "\n## Micro-benchmarks (criterion, `cargo bench -p bench --bench ring` and `--bench lease`)\n"
             );
             let _ = writeln!(md, "| benchmark | mean |");
             let _ = writeln!(md, "| --- | ---: |");
@@ -429,7 +468,7 @@ impl Report {
         }
 
         if !self.targets.is_empty() {
-            let _ = writeln!(md, "\n## Targets (issue 5)\n");
+            let _ = writeln!(md, "\n## Targets (issues 5 and 13)\n");
             let _ = writeln!(md, "| target | measured | goal | holds |");
             let _ = writeln!(md, "| --- | ---: | --- | --- |");
             for t in &self.targets {

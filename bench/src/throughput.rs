@@ -34,6 +34,10 @@ pub struct Options {
     pub rr_sessions: usize,
     pub sessionmesh_bin: PathBuf,
     pub peer_bin: PathBuf,
+    /// `bench-app`: the peer's pages as an application on sessionmesh.
+    pub app_bin: PathBuf,
+    /// Scenario keys to run (all when empty).
+    pub only: Vec<String>,
     pub script_dir: PathBuf,
     pub gossip_interval: Option<String>,
 }
@@ -70,6 +74,10 @@ pub struct Contenders {
     pub plain: Peer,
     /// `sm1..sm3`, replication factor 2.
     pub sm: Vec<SmNode>,
+    /// `ap1..ap3`: `bench-app --app-mode extractor`, replication factor 2.
+    pub app: Vec<SmNode>,
+    /// `as1..as3`: `bench-app --app-mode store`, replication factor 2.
+    pub app_store: Vec<SmNode>,
 }
 
 impl Contenders {
@@ -92,13 +100,28 @@ impl Contenders {
             secrets: Secrets::random(),
             replication_factor: 2,
             gossip_interval: options.gossip_interval.clone(),
+            extra_args: Vec::new(),
+            extra_env: Vec::new(),
         };
         let sm = procs::start_cluster(&sm_options, "sm", 3, http).await?;
+        // The applications: the same node settings, each cluster its own secrets;
+        // the store mode's nodes share a cookie key, as the peer processes do.
+        let app_options = |mode: &str| SmOptions {
+            bin: options.app_bin.clone(),
+            secrets: Secrets::random(),
+            extra_args: vec!["--app-mode".to_owned(), mode.to_owned()],
+            extra_env: vec![("BENCH_PEER_COOKIE_KEY".to_owned(), key.clone())],
+            ..sm_options.clone()
+        };
+        let app = procs::start_cluster(&app_options("extractor"), "ap", 3, http).await?;
+        let app_store = procs::start_cluster(&app_options("store"), "as", 3, http).await?;
         Ok(Contenders {
             redis,
             peers,
             plain,
             sm,
+            app,
+            app_store,
         })
     }
 }
@@ -166,7 +189,11 @@ pub async fn scenarios(
         .collect();
     let sm_pids: Vec<u32> = c.sm.iter().map(|n| n.proc.pid()).collect();
     let (sm1, sm2) = (&c.sm[0].id, &c.sm[1].id);
-    Ok(vec![
+    let mut apps = Vec::new();
+    for (nodes, prefix) in [(&c.app, "app"), (&c.app_store, "store")] {
+        apps.extend(app_scenarios(nodes, prefix, options, http).await?);
+    }
+    let all = vec![
         Scenario {
             key: "plain",
             label: "plain actix-web, same page, no session (upper bound)",
@@ -230,6 +257,115 @@ pub async fn scenarios(
             expect: Expect::LoginCookie,
             headers: vec![("x-served-by", sm1.clone())],
             pids: sm_pids.clone(),
+        },
+    ];
+    Ok(all
+        .into_iter()
+        .chain(apps)
+        .filter(|s| options.only.is_empty() || options.only.iter().any(|k| k == s.key))
+        .collect())
+}
+
+/// The scenarios of an application on sessionmesh (issue 13), as the `sm_*` ones:
+/// `prefix` is `app` (the `sessionmesh::actix` extractor, whose answers also name
+/// the node the session was read from in `x-session-node`) or `store`
+/// (actix-session with `MeshSessionStore`). A login mints an id its entry node
+/// owns, so the session logged in at node 1 is read from memory there and over
+/// a peer link through node 2.
+async fn app_scenarios(
+    nodes: &[SmNode],
+    prefix: &'static str,
+    options: &Options,
+    http: &reqwest::Client,
+) -> anyhow::Result<Vec<Scenario>> {
+    let conns = options.connections;
+    let base = |n: &SmNode| format!("http://{}", n.public);
+    let one = |url: String, cookies: Vec<String>| {
+        vec![WrkSpec {
+            url,
+            connections: conns,
+            duration: options.duration,
+            cookies,
+        }]
+    };
+    let cookie = login(http, &base(&nodes[0])).await?;
+    let mut rr = Vec::new();
+    for i in 0..options.rr_sessions.max(1) {
+        rr.push(login(http, &base(&nodes[i % nodes.len()])).await?);
+    }
+    let n = nodes.len() as u32;
+    let spread = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| WrkSpec {
+            url: format!("{}/", base(node)),
+            connections: conns / n + u32::from((i as u32) < conns % n),
+            duration: options.duration,
+            cookies: rr.clone(),
+        })
+        .collect();
+    let pids: Vec<u32> = nodes.iter().map(|n| n.proc.pid()).collect();
+    let (n1, n2) = (nodes[0].id.clone(), nodes[1].id.clone());
+    let session_node = |id: &String| match prefix {
+        "app" => vec![("x-session-node", id.clone())],
+        _ => vec![],
+    };
+    let (keys, labels): ([&'static str; 4], [&'static str; 4]) = match prefix {
+        "app" => (
+            ["app_owner_read", "app_forwarded_read", "app_rr_read", "app_login_rf2"],
+            [
+                "app on sessionmesh (extractor): session read, owner entry",
+                "app on sessionmesh (extractor): session read, non-owner entry",
+                "app on sessionmesh (extractor): 3 nodes, round-robin entry, session read",
+                "app on sessionmesh (extractor): login write, replication factor 2",
+            ],
+        ),
+        _ => (
+            ["store_owner_read", "store_forwarded_read", "store_rr_read", "store_login_rf2"],
+            [
+                "app on sessionmesh (actix-session store): session read, owner entry",
+                "app on sessionmesh (actix-session store): session read, non-owner entry",
+                "app on sessionmesh (actix-session store): 3 nodes, round-robin entry, session read",
+                "app on sessionmesh (actix-session store): login write, replication factor 2",
+            ],
+        ),
+    };
+    let with = |mut a: Vec<(&'static str, String)>, b: Vec<(&'static str, String)>| {
+        a.extend(b);
+        a
+    };
+    Ok(vec![
+        Scenario {
+            key: keys[0],
+            label: labels[0],
+            specs: one(format!("{}/", base(&nodes[0])), vec![cookie.clone()]),
+            expect: Expect::Greets,
+            headers: with(vec![("x-served-by", n1.clone())], session_node(&n1)),
+            pids: pids.clone(),
+        },
+        Scenario {
+            key: keys[1],
+            label: labels[1],
+            specs: one(format!("{}/", base(&nodes[1])), vec![cookie]),
+            expect: Expect::Greets,
+            headers: with(vec![("x-served-by", n2)], session_node(&n1)),
+            pids: pids.clone(),
+        },
+        Scenario {
+            key: keys[2],
+            label: labels[2],
+            specs: spread,
+            expect: Expect::Greets,
+            headers: vec![],
+            pids: pids.clone(),
+        },
+        Scenario {
+            key: keys[3],
+            label: labels[3],
+            specs: one(format!("{}/login?name={NAME}", base(&nodes[0])), vec![]),
+            expect: Expect::LoginCookie,
+            headers: vec![("x-served-by", n1)],
+            pids,
         },
     ])
 }

@@ -1,13 +1,14 @@
 //! The benchmark harness cannot rot: a short run (`bench --smoke`: one round of
 //! one-second runs, 2,000 sessions, a 3-node join and one kill -9) must produce a
-//! table with every contender and no errors. Real redis-server, wrk, the peer and
-//! the sessionmesh binary, all on loopback; under a minute on a 2-core machine.
+//! table with every contender (the applications on sessionmesh of `bench-app`
+//! included) and no errors. Real redis-server, wrk, the peer, the sessionmesh
+//! binary and bench-app, all on loopback; about a minute on a 2-core machine.
 //! The full run (`scripts/bench.sh`) is not part of the tests.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const SCENARIOS: [&str; 8] = [
+const SCENARIOS: [&str; 16] = [
     "plain",
     "peer_read",
     "peer_rr_read",
@@ -16,6 +17,14 @@ const SCENARIOS: [&str; 8] = [
     "sm_forwarded_read",
     "sm_rr_read",
     "sm_login_rf2",
+    "app_owner_read",
+    "app_forwarded_read",
+    "app_rr_read",
+    "app_login_rf2",
+    "store_owner_read",
+    "store_forwarded_read",
+    "store_rr_read",
+    "store_login_rf2",
 ];
 
 /// The `sessionmesh` binary of the same profile as this test's binaries, built
@@ -51,6 +60,8 @@ fn a_smoke_run_measures_every_contender_without_errors() {
         .arg(sessionmesh_bin())
         .arg("--peer-bin")
         .arg(env!("CARGO_BIN_EXE_bench-peer"))
+        .arg("--app-bin")
+        .arg(env!("CARGO_BIN_EXE_bench-app"))
         .arg("--out")
         .arg(&out)
         .arg("--criterion-dir")
