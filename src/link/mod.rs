@@ -73,10 +73,10 @@ pub(crate) const BATCH_BYTES: usize = 256 * 1024;
 /// sessions, bursts of large writes) go over HTTP. A link keeps the buffers its
 /// largest message needed for as long as it lives, at both ends, and a node has
 /// a few links per peer (one per worker thread, one for replication): this
-/// bounds them, like [`BATCH_BYTES`] bounds coalesced messages. After a burst of
-/// 3000 sessions of 32 KiB had expired, the nodes of `tests/chaos.rs` held 26 to
-/// 37 MB over their baseline with 1 MiB here, 11 to 23 MB with 256 KiB (one run
-/// each).
+/// bounds them, like [`BATCH_BYTES`] bounds coalesced messages. (After a burst
+/// of 3000 sessions of 32 KiB had expired, the nodes of `tests/chaos.rs` held
+/// 15 to 37 MB over their baseline in two runs with 1 MiB here, 6 to 38 MB in
+/// three runs with 256 KiB: no clear effect on that figure.)
 pub const MAX_LINK_BATCH_BYTES: usize = BATCH_BYTES;
 
 /// One request or reply.
