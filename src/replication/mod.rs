@@ -355,31 +355,31 @@ impl Replication {
     ) -> Result<Option<T>, OwnerError> {
         self.caught_up(id, false).await?;
         let store = &self.inner.store;
-        let (value, touch) = match store.read(id, now_millis(), f) {
-            Ok(found) => found,
-            Err(f) => {
-                match store.known(id, now_millis()) {
-                    Known::Deleted => return Ok(None),
-                    // A copy arrived since the first look.
-                    Known::Live => {}
-                    Known::Unknown => {
-                        let complete = self.read_through(id).await;
-                        if !complete && store.known(id, now_millis()) == Known::Unknown {
-                            return Err(OwnerError::Unreachable);
-                        }
+        let mut f = f;
+        // A copy may be put in doubt again between the check and the read (a
+        // lease back after a lapse doubts every copy at once, as a thawed
+        // node's does): it is checked with the other holders once more before
+        // the caller is told to retry.
+        let mut read_throughs = 0;
+        let (value, touch) = loop {
+            f = match store.read(id, now_millis(), f) {
+                Ok(found) => break found,
+                Err(f) => f,
+            };
+            match store.known(id, now_millis()) {
+                Known::Deleted => return Ok(None),
+                // A copy arrived since the last look.
+                Known::Live => {}
+                // Looked up on the other holders already, and none had it.
+                Known::Unknown if read_throughs > 0 && !store.has_copy(id) => return Ok(None),
+                // Put in doubt again twice: not a miss, a retry.
+                Known::Unknown if read_throughs == 2 => return Err(OwnerError::Unreachable),
+                Known::Unknown => {
+                    read_throughs += 1;
+                    let complete = self.read_through(id).await;
+                    if !complete && store.known(id, now_millis()) == Known::Unknown {
+                        return Err(OwnerError::Unreachable);
                     }
-                }
-                match store.read(id, now_millis(), f) {
-                    Ok(found) => found,
-                    // Put in doubt again meanwhile (a pause, a lease back
-                    // after a lapse): not a miss, a retry.
-                    Err(_)
-                        if store.known(id, now_millis()) == Known::Unknown
-                            && store.has_copy(id) =>
-                    {
-                        return Err(OwnerError::Unreachable)
-                    }
-                    Err(_) => return Ok(None),
                 }
             }
         };
