@@ -85,7 +85,8 @@ use crate::session::SessionId;
 /// ```
 ///
 /// With [`SessionMiddleware::new`] it uses the given mesh; its `Default` uses
-/// the [`Mesh`] in the app data (`App::new().app_data(mesh.clone())`).
+/// the [`Mesh`] in the app data (`App::new().app_data(mesh.clone())`, or
+/// `.app_data(web::Data::new(mesh.clone()))`).
 #[derive(Clone, Default)]
 pub struct SessionMiddleware {
     mesh: Option<Mesh>,
@@ -138,7 +139,7 @@ where
         let Some(mesh) = self
             .mesh
             .clone()
-            .or_else(|| req.app_data::<Mesh>().cloned())
+            .or_else(|| crate::mesh::from_app_data(req.request()))
         else {
             let error = actix_web::error::ErrorInternalServerError(
                 "SessionMiddleware::default() needs a sessionmesh::Mesh in the app data",

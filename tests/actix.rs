@@ -184,3 +184,55 @@ async fn concurrent_writes_to_different_fields_all_succeed() {
     assert_eq!(doc.get::<u64>("count").unwrap(), Some(0));
     cluster.shutdown().await;
 }
+
+/// An application that shares the mesh as actix-web shared state
+/// (`web::Data<Mesh>`, as it shares everything else) gets the middleware, the
+/// `Session` extractor and the `Mesh` extractor working the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_may_be_shared_as_web_data() {
+    use actix_web::test;
+    let cluster = Cluster::start(1).await;
+    let mesh = cluster.nodes[0].mesh().clone();
+    let app = test::init_service(
+        actix_web::App::new()
+            .app_data(web::Data::new(mesh))
+            .wrap(SessionMiddleware::default())
+            .route(
+                "/visit",
+                web::post().to(|session: Session| async move {
+                    let visits: u64 = session.get("visits")?.unwrap_or(0) + 1;
+                    session.insert("visits", visits)?;
+                    Ok::<_, actix_web::Error>(HttpResponse::Ok().body(visits.to_string()))
+                }),
+            )
+            .route(
+                "/node",
+                web::get().to(|mesh: sessionmesh::Mesh| async move {
+                    HttpResponse::Ok().body(mesh.node_id().to_owned())
+                }),
+            ),
+    )
+    .await;
+    let first =
+        test::call_service(&app, test::TestRequest::post().uri("/visit").to_request()).await;
+    assert_eq!(first.status(), 200);
+    let cookie = first
+        .response()
+        .cookies()
+        .next()
+        .expect("a session cookie")
+        .into_owned();
+    assert_eq!(test::read_body(first).await, "1");
+    let second = test::call_service(
+        &app,
+        test::TestRequest::post()
+            .uri("/visit")
+            .cookie(cookie)
+            .to_request(),
+    )
+    .await;
+    assert_eq!(test::read_body(second).await, "2");
+    let node = test::call_service(&app, test::TestRequest::get().uri("/node").to_request()).await;
+    assert_eq!(test::read_body(node).await, cluster.id(0));
+    cluster.shutdown().await;
+}

@@ -162,7 +162,7 @@ fn path_and_query(req: &HttpRequest) -> &str {
 /// The public listener's fallback in gateway mode: every request that is not
 /// one of sessionmesh's routes.
 pub(crate) async fn public(req: HttpRequest, payload: web::Payload) -> HttpResponse {
-    let Some(mesh) = req.app_data::<Mesh>().cloned() else {
+    let Some(mesh) = crate::mesh::from_app_data(&req) else {
         return ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "no_mesh",

@@ -59,8 +59,7 @@ impl actix_web::FromRequest for Shared {
     type Future = std::future::Ready<Result<Shared, actix_web::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let node = req
-            .app_data::<Mesh>()
+        let node = crate::mesh::from_app_data(req)
             .map(|mesh| mesh.node().clone())
             .or_else(|| {
                 req.app_data::<web::Data<Node>>()
@@ -204,6 +203,10 @@ pub(crate) async fn read_body(
     let timeout = req
         .app_data::<Mesh>()
         .map(|mesh| mesh.node().config().request_timeout)
+        .or_else(|| {
+            req.app_data::<web::Data<Mesh>>()
+                .map(|mesh| mesh.node().config().request_timeout)
+        })
         .or_else(|| {
             req.app_data::<web::Data<Node>>()
                 .map(|n| n.config().request_timeout)

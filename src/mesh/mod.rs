@@ -860,14 +860,24 @@ impl std::fmt::Debug for Mesh {
     }
 }
 
+/// The [`Mesh`] in a request's app data, put there as it is
+/// (`.app_data(mesh.clone())`) or as actix-web's shared state
+/// (`.app_data(web::Data::new(mesh.clone()))`).
+pub(crate) fn from_app_data(req: &actix_web::HttpRequest) -> Option<Mesh> {
+    req.app_data::<Mesh>().cloned().or_else(|| {
+        req.app_data::<actix_web::web::Data<Mesh>>()
+            .map(|data| data.get_ref().clone())
+    })
+}
+
 /// A handler argument: the [`Mesh`] the application put in its app data
-/// (`App::new().app_data(mesh.clone())`).
+/// (`App::new().app_data(mesh.clone())`, or in a `web::Data`).
 impl actix_web::FromRequest for Mesh {
     type Error = actix_web::Error;
     type Future = std::future::Ready<Result<Mesh, actix_web::Error>>;
 
     fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        std::future::ready(req.app_data::<Mesh>().cloned().ok_or_else(|| {
+        std::future::ready(from_app_data(req).ok_or_else(|| {
             actix_web::error::ErrorInternalServerError(
                 "no sessionmesh::Mesh in the app data: add .app_data(mesh.clone()) to the App",
             )
