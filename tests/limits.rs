@@ -371,40 +371,28 @@ async fn a_strangers_body_is_not_read_before_its_signature_is_checked() {
     let signer = sessionmesh::testing::auth::Signer::new(cluster.secrets.cluster.clone());
     let signed = r#"{"from":"node2","records":[]}"#;
     let sent = r#"{"from":"node2","records":[],"x":1}"#;
-    let response = cluster
-        .http
-        .post(cluster.internal_url(0, replicate))
-        .header(
-            sessionmesh::testing::auth::HEADER,
-            signer.sign("node2", "POST", replicate, signed.as_bytes()),
-        )
-        .header(
-            sessionmesh::testing::auth::DIGEST_HEADER,
-            sessionmesh::testing::auth::body_digest(signed.as_bytes()),
-        )
-        .body(sent)
-        .send()
-        .await
-        .unwrap();
+    // Signed over `signed`, sent with `body`.
+    let post = |body: &'static str| {
+        cluster
+            .http
+            .post(cluster.internal_url(0, replicate))
+            .header(
+                sessionmesh::testing::auth::HEADER,
+                signer.sign("node2", "POST", replicate, signed.as_bytes()),
+            )
+            .header(
+                sessionmesh::testing::auth::DIGEST_HEADER,
+                sessionmesh::testing::auth::body_digest(signed.as_bytes()),
+            )
+            .body(body)
+            .send()
+    };
+    let response = post(sent).await.unwrap();
     assert_eq!(response.status(), 401);
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["error"], "unauthorized");
     // The same signature with its own body is served.
-    let response = cluster
-        .http
-        .post(cluster.internal_url(0, replicate))
-        .header(
-            sessionmesh::testing::auth::HEADER,
-            signer.sign("node2", "POST", replicate, signed.as_bytes()),
-        )
-        .header(
-            sessionmesh::testing::auth::DIGEST_HEADER,
-            sessionmesh::testing::auth::body_digest(signed.as_bytes()),
-        )
-        .body(signed)
-        .send()
-        .await
-        .unwrap();
+    let response = post(signed).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(internal_401s(&cluster).await, refused_before + 3);
     cluster.shutdown().await;
