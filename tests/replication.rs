@@ -459,6 +459,82 @@ async fn acknowledged_writes_survive_while_nodes_come_and_go() {
     );
 }
 
+/// A graceful leave (SIGTERM) under writes through the nodes that stay up: each
+/// write is acknowledged, or refused with a 503 and Retry-After that the writer
+/// retries; none fails with an unknown outcome (a 502 `owner_failed`, what a
+/// link closed under its in-flight writes gave), and none is lost.
+///
+/// A third of the sessions are the leaving node's, so their writes travel over
+/// the links to it while it hands off and stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_leave_fails_no_write_through_the_nodes_that_stay_up() {
+    let mut cluster = ChildCluster::start(3, &["--replication-factor", "2"]).await;
+    let ids: Vec<String> = create_sessions(&cluster, 300).await.into_keys().collect();
+    let mut leaving = cluster.take("node3");
+    let stayers = cluster.urls();
+    let acked: Arc<Mutex<HashMap<String, u64>>> = Arc::new(Mutex::new(HashMap::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let writers: Vec<_> = ids
+        .chunks(ids.len().div_ceil(PARALLEL))
+        .map(|mine| {
+            let (acked, stop, ok, refused) =
+                (acked.clone(), stop.clone(), ok.clone(), refused.clone());
+            let (ids, stayers, http) = (mine.to_vec(), stayers.clone(), cluster.http.clone());
+            tokio::spawn(async move {
+                // Bounded: at most 10k writes each, or until the test says stop.
+                for i in 0..10_000usize {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let id = &ids[i % ids.len()];
+                    let k = (i / ids.len() + 1) as u64;
+                    let url = format!("{}/api/sessions/{id}", stayers[i % stayers.len()]);
+                    until_accepted(&format!("write {k} of {id}"), 200, Some(&refused), || {
+                        http.patch(&url).json(&json!({ "counter": k }))
+                    })
+                    .await;
+                    ok.fetch_add(1, Ordering::Relaxed);
+                    acked.lock().insert(id.clone(), k);
+                }
+            })
+        })
+        .collect();
+    let progress = |past: u64| {
+        let ok = ok.clone();
+        async move { (ok.load(Ordering::Relaxed) >= past).then_some(()) }
+    };
+    wait_for("the writers to get going", WAIT, || progress(300)).await;
+    leaving.signal("TERM");
+    assert!(leaving.wait_exit(Duration::from_secs(30)).await.success());
+    let after = ok.load(Ordering::Relaxed) + 1000;
+    wait_for("1000 more writes after the leave", WAIT, || progress(after)).await;
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer
+            .await
+            .expect("no write failed with anything but a 503 to retry");
+    }
+    cluster.wait_ring(2).await;
+    let http = cluster.http.clone();
+    let acked = acked.lock().clone();
+    for (id, k) in acked {
+        let doc: Value = until_accepted(&format!("read {id}"), 200, None, || {
+            http.get(format!("{}/api/sessions/{id}", stayers[0]))
+        })
+        .await;
+        assert_eq!(
+            doc["data"]["counter"], k,
+            "{id}: the last acknowledged write"
+        );
+    }
+    eprintln!(
+        "writes acknowledged: {}, refused with 503 and retried: {}",
+        ok.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed)
+    );
+}
+
 /// With replication factor 1 a graceful leave hands every session over first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leave_with_replication_factor_1_loses_nothing() {

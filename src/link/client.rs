@@ -160,11 +160,19 @@ impl Links {
         again_if_closed: bool,
     ) -> Result<Frame, LinkError> {
         let mut retried = !again_if_closed;
+        let mut resent_unread = false;
         loop {
             let link = self.link(internal_addr).await?;
             match link.call(kind, body.clone(), self.timeout).await {
                 Err(CallError::Closed) if !retried => retried = true,
                 Err(CallError::Closed) => return Err(LinkError::Broken("link closed".into())),
+                // Never read by the peer: safe to send again, whatever it is.
+                Err(CallError::Unread) if !resent_unread => resent_unread = true,
+                Err(CallError::Unread) => {
+                    return Err(LinkError::Connect(
+                        "the peer closed its links (stopping) before reading the request".into(),
+                    ))
+                }
                 Err(CallError::TimedOut) => {
                     return Err(LinkError::Broken(format!(
                         "no answer within {:?}",
@@ -297,6 +305,10 @@ fn unexpected(reply: Frame) -> LinkError {
 enum CallError {
     /// The link closed before the answer came.
     Closed,
+    /// Never read by the peer, so it may be sent again: the link closed
+    /// before it was sent, or the peer closed the link cleanly before
+    /// answering (it answers every request it read before its close).
+    Unread,
     TimedOut,
 }
 
@@ -304,6 +316,9 @@ enum CallError {
 struct Waiting {
     replies: HashMap<u64, oneshot::Sender<Frame>>,
     closed: bool,
+    /// The peer closed the link with a close frame (after answering every
+    /// request it read).
+    closed_by_peer: bool,
     /// When the last request was sent.
     last_used: Option<Instant>,
     /// Stops both tasks, which drops the connection.
@@ -337,6 +352,7 @@ impl Link {
         let waiting = Arc::new(Mutex::new(Waiting {
             replies: HashMap::new(),
             closed: false,
+            closed_by_peer: false,
             last_used: None,
             stop,
         }));
@@ -406,7 +422,10 @@ impl Link {
                                 break;
                             }
                         }
-                        Message::Close(_) => break,
+                        Message::Close(_) => {
+                            waiting.lock().closed_by_peer = true;
+                            break;
+                        }
                         _ => {}
                     }
                 }
@@ -447,17 +466,19 @@ impl Link {
         {
             let mut waiting = self.waiting.lock();
             if waiting.closed {
-                return Err(CallError::Closed);
+                // Not sent: it closed since it was picked.
+                return Err(CallError::Unread);
             }
             waiting.last_used = Some(Instant::now());
             waiting.replies.insert(id, tx);
         }
         if self.outgoing.send((id, kind, body)).is_err() {
             self.waiting.lock().replies.remove(&id);
-            return Err(CallError::Closed);
+            return Err(CallError::Unread);
         }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) if self.waiting.lock().closed_by_peer => Err(CallError::Unread),
             Ok(Err(_)) => Err(CallError::Closed),
             Err(_) => {
                 // A peer that stopped answering (paused, partitioned): the next

@@ -29,6 +29,10 @@ pub(crate) const IDLE: Duration = Duration::from_secs(120);
 /// wait for a read-through); past it, the link stops reading.
 const MAX_PENDING: usize = 1024;
 
+/// How long a link that stops reading waits for the answers of the requests it
+/// read (writes waiting for their replica) before it closes anyway.
+const DRAIN: Duration = Duration::from_secs(5);
+
 /// `GET /internal/link` (signed, `Upgrade: websocket`): opens a link.
 pub async fn accept(
     req: HttpRequest,
@@ -94,7 +98,19 @@ async fn serve(
             _ => {}
         }
     }
-    let _ = session.close(None).await;
+    // A clean close promises the peer that every request read was answered
+    // before it: a request still unanswered when the close comes was never
+    // read, so the peer may send it again (elsewhere). This is what lets a
+    // node stop (a graceful leave) under traffic without failing the writes
+    // in flight to it.
+    if tokio::time::timeout(DRAIN, pending.acquire_many(MAX_PENDING as u32))
+        .await
+        .is_err()
+    {
+        tracing::warn!(?DRAIN, "closing a peer link with requests still unanswered");
+        return;
+    }
+    let _ = session.close(Some(actix_ws::CloseCode::Away.into())).await;
 }
 
 /// The reply to one request, encoded.
