@@ -22,7 +22,21 @@
 # the Dockerfile's build after `COPY . .` compiled a dependency (its dependency layer
 # should have), and says what the dependency layer and that build compiled.
 #
-# Usage: scripts/build-image.sh [--tag NAME] [--rebuild-bases]
+# It then builds the two other images the compose files use, the same way (a local
+# stand-in for the base, the ordinary Dockerfile):
+#
+#   sessionmesh-haproxy:latest        deploy/haproxy/Dockerfile, the load balancer of
+#                                     compose.yaml and compose.gateway.yaml; its base
+#                                     sessionmesh-local/haproxy:bookworm is bookworm +
+#                                     Debian's haproxy.
+#   sessionmesh-example-flask:latest  examples/gateway/flask/Dockerfile, the Flask
+#                                     application of compose.gateway.yaml; its base
+#                                     sessionmesh-local/python3-flask:bookworm is
+#                                     bookworm + Debian's python3-flask and gunicorn.
+#
+# --sessionmesh-only skips those two.
+#
+# Usage: scripts/build-image.sh [--tag NAME] [--rebuild-bases] [--sessionmesh-only]
 # Environment: SESSIONMESH_BUILD_DIR (scratch and .deb cache, default
 # /var/tmp/sessionmesh-image-build), DEBIAN_MIRROR (default: debootstrap's own).
 set -euo pipefail
@@ -30,10 +44,12 @@ cd "$(dirname "$0")/.."
 
 tag=sessionmesh:latest
 rebuild_bases=false
+extras=true
 while [ $# -gt 0 ]; do
     case "$1" in
         --tag) tag=$2; shift 2 ;;
         --rebuild-bases) rebuild_bases=true; shift ;;
+        --sessionmesh-only) extras=false; shift ;;
         -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "build-image.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -195,3 +211,32 @@ fi
 
 size=$(docker image inspect -f '{{ .Size }}' "$tag")
 say "built $tag: $((size / 1000 / 1000)) MB, in $(($(date +%s) - started)) s"
+
+# 5. The load balancer and the gateway example's application, for the compose files.
+# extra_image NAME BASE PACKAGES BUILD_ARG CONTEXT: BASE is bookworm with PACKAGES
+# (built when missing), passed to CONTEXT's Dockerfile as BUILD_ARG.
+extra_image() {
+    local name=$1 base=$2 packages=$3 build_arg=$4 context=$5
+    if $rebuild_bases || ! have_image "$base"; then
+        say "bootstrapping $base ($packages)"
+        bootstrap "$work/$(basename "${base%%:*}")-rootfs" "$packages"
+        import "$work/$(basename "${base%%:*}")-rootfs" "$base" 'CMD ["bash"]'
+    fi
+    say "building $name"
+    DOCKER_BUILDKIT=0 docker build --build-arg "$build_arg=$base" \
+        --label io.sessionmesh.built-by=build-image.sh \
+        -t "$name" "$context" >"$work/$(basename "${name%%:*}")-build.log" 2>&1 \
+        || { tail -n 40 "$work/$(basename "${name%%:*}")-build.log" >&2; echo "build-image.sh: building $name failed" >&2; exit 1; }
+}
+if $extras; then
+    extra_image sessionmesh-haproxy:latest "sessionmesh-local/haproxy:$suite" haproxy \
+        HAPROXY_IMAGE deploy/haproxy
+    # The configuration must parse (haproxy -c) with the environment the compose files give.
+    docker run --rm -e SESSIONMESH_READY_PATH=/readyz sessionmesh-haproxy:latest \
+        haproxy -c -q -f /usr/local/etc/haproxy/haproxy.cfg \
+        || { echo "build-image.sh: deploy/haproxy/haproxy.cfg does not parse" >&2; exit 1; }
+    extra_image sessionmesh-example-flask:latest "sessionmesh-local/python3-flask:$suite" \
+        python3-flask,gunicorn PYTHON_IMAGE examples/gateway/flask
+    docker image prune -f --filter label=io.sessionmesh.built-by=build-image.sh >/dev/null
+    say "built sessionmesh-haproxy:latest and sessionmesh-example-flask:latest in $(($(date +%s) - started)) s"
+fi
