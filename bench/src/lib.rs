@@ -8,6 +8,8 @@
 //! - [`wrk`]: one wrk run (or several at once) with a Lua script that dumps wrk's
 //!   whole latency histogram, so that runs merge exactly ([`stats`]).
 //! - [`throughput`]: the contenders and their scenarios, run in interleaved rounds.
+//! - [`gateway`]: a Flask application with Flask-Session and Redis against the
+//!   same application behind sessionmesh's gateway mode, and alone (issue 15).
 //! - [`memory`]: bytes per session, sessionmesh RSS against Redis `used_memory`.
 //! - [`dynamics`]: join visibility, failure detection and takeover after kill -9.
 //! - [`profile`]: perf profiles of the owner and forwarded read paths.
@@ -15,6 +17,7 @@
 //! - [`page`]: the demo page template shared with the peer.
 
 pub mod dynamics;
+pub mod gateway;
 pub mod memory;
 pub mod page;
 pub mod procs;

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use bench::report::{self, Machine, Report};
-use bench::{dynamics, memory, procs, profile, throughput, tools};
+use bench::{dynamics, gateway, memory, procs, profile, throughput, tools};
 use clap::{Parser, ValueEnum};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -21,6 +21,9 @@ enum Part {
     Dynamics,
     /// perf profiles of the owner and forwarded reads (not part of the default run).
     Profile,
+    /// Flask + Flask-Session + Redis against the same Flask application behind
+    /// sessionmesh's gateway mode, and alone without sessions (issue 15).
+    Gateway,
 }
 
 /// Benchmarks sessionmesh against actix-web + actix-session + Redis (the peer) and
@@ -79,6 +82,17 @@ struct Args {
     /// `peer_read,peer_rr_read,peer_login,app_owner_read`.
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
+    /// The Python interpreter of the gateway part's Flask application (its
+    /// packages, `bench/flask/requirements.txt`, are installed with its pip
+    /// when missing).
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// gunicorn worker processes of each Flask application process.
+    #[arg(long, default_value_t = 1)]
+    flask_workers: u32,
+    /// Threads of each gunicorn worker (`--worker-class gthread`).
+    #[arg(long, default_value_t = 4)]
+    flask_threads: u32,
     /// Where results go (default: `target/bench` beside this binary's profile dir).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -147,7 +161,12 @@ async fn main() -> anyhow::Result<()> {
 async fn run(args: Args) -> anyhow::Result<()> {
     let smoke = args.smoke;
     let parts = if args.parts.is_empty() {
-        vec![Part::Throughput, Part::Memory, Part::Dynamics]
+        vec![
+            Part::Throughput,
+            Part::Memory,
+            Part::Dynamics,
+            Part::Gateway,
+        ]
     } else {
         args.parts.clone()
     };
@@ -184,25 +203,39 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let date = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let gossip: Duration = args.gossip_interval.into();
 
+    let throughput_options = throughput::Options {
+        rounds: args.rounds.unwrap_or(if smoke { 1 } else { 5 }),
+        duration: pick(args.duration, 10_000, 1_000),
+        warmup: pick(args.warmup, 2_000, 1_000),
+        connections: args.connections,
+        rr_sessions: 30,
+        sessionmesh_bin: sessionmesh_bin.clone(),
+        peer_bin: peer_bin.clone(),
+        app_bin: app_bin.clone(),
+        only: args.scenarios.clone(),
+        script_dir: out.join("lua"),
+        gossip_interval: Some(format!("{}ms", gossip.as_millis())),
+    };
     let throughput = if parts.contains(&Part::Throughput) {
-        let options = throughput::Options {
-            rounds: args.rounds.unwrap_or(if smoke { 1 } else { 5 }),
-            duration: pick(args.duration, 10_000, 1_000),
-            warmup: pick(args.warmup, 2_000, 1_000),
-            connections: args.connections,
-            rr_sessions: 30,
-            sessionmesh_bin: sessionmesh_bin.clone(),
-            peer_bin: peer_bin.clone(),
-            app_bin: app_bin.clone(),
-            only: args.scenarios.clone(),
-            script_dir: out.join("lua"),
-            gossip_interval: Some(format!("{}ms", gossip.as_millis())),
-        };
+        let options = throughput_options.clone();
         let contenders = throughput::Contenders::start(&options, &http).await?;
         let scenarios = throughput::scenarios(&contenders, &options, &http).await?;
         let result = throughput::run(&options, &scenarios, &http).await?;
         drop(contenders);
         Some(result)
+    } else {
+        None
+    };
+
+    let gateway = if parts.contains(&Part::Gateway) {
+        let flask = procs::FlaskOptions {
+            python: args.python.clone(),
+            app_dir: tools::flask_dir(),
+            workers: args.flask_workers,
+            threads: args.flask_threads,
+        };
+        tools::ensure_python_packages(&flask.python, &flask.app_dir.join("requirements.txt"))?;
+        Some(gateway::run(&throughput_options, &flask, &http).await?)
     } else {
         None
     };
@@ -263,7 +296,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .criterion_dir
         .clone()
         .unwrap_or_else(|| target.join("criterion"));
-    let targets = report::targets(throughput.as_ref(), memory.as_ref(), dynamics.as_ref());
+    let targets = report::targets(
+        throughput.as_ref(),
+        gateway.as_ref(),
+        memory.as_ref(),
+        dynamics.as_ref(),
+    );
     let report = Report {
         date,
         commit: commit(),
@@ -276,7 +314,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 tools::version("redis-server", "--version"),
             ),
         ],
+        python: parts.contains(&Part::Gateway).then(|| {
+            format!(
+                "{}; per application process gunicorn --workers {} --worker-class gthread \
+                 --threads {} --keep-alive 60",
+                tools::python_versions(&args.python),
+                args.flask_workers,
+                args.flask_threads
+            )
+        }),
         throughput,
+        gateway,
         memory,
         dynamics,
         ring_micro: report::read_criterion(&criterion_dir),

@@ -331,6 +331,9 @@ pub struct SmNode {
     pub public: SocketAddr,
     pub internal: SocketAddr,
     pub gossip: SocketAddr,
+    /// Where sessionmesh's own routes are: `""`, or `/_sessionmesh` in gateway
+    /// mode (started with `--upstream`).
+    pub api_prefix: &'static str,
 }
 
 /// How to start sessionmesh nodes.
@@ -388,12 +391,14 @@ impl SmNode {
             let addr = |key: &str| event[key].as_str()?.parse::<SocketAddr>().ok();
             Some((addr("public")?, addr("internal")?, addr("gossip")?))
         })?;
+        let gateway = options.extra_args.iter().any(|a| a == "--upstream");
         Ok(SmNode {
             proc,
             id: id.to_owned(),
             public,
             internal,
             gossip,
+            api_prefix: if gateway { "/_sessionmesh" } else { "" },
         })
     }
 
@@ -423,7 +428,7 @@ pub async fn start_cluster(
 /// The member ids in a node's ring, from its `/api/cluster`.
 pub async fn ring_of(http: &reqwest::Client, node: &SmNode) -> anyhow::Result<Vec<String>> {
     let view: serde_json::Value = http
-        .get(node.url("/api/cluster"))
+        .get(node.url(&format!("{}/api/cluster", node.api_prefix)))
         .send()
         .await?
         .error_for_status()?
@@ -487,4 +492,126 @@ pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned())
         .find(|pair| pair.starts_with(&format!("{name}=")))
+}
+
+/// How to start the gateway benchmark's Flask application under gunicorn.
+#[derive(Clone, Debug)]
+pub struct FlaskOptions {
+    /// The Python interpreter (`python3`).
+    pub python: String,
+    /// The directory of `app.py` (`bench/flask`).
+    pub app_dir: PathBuf,
+    /// gunicorn worker processes (`--workers`).
+    pub workers: u32,
+    /// Threads of each worker (`--worker-class gthread --threads`).
+    pub threads: u32,
+}
+
+/// One gunicorn serving `bench/flask/app.py` in one session mode, on a port-0
+/// loopback listener. gunicorn forks its workers: the whole process group
+/// (master and workers) is killed on drop.
+pub struct Flask {
+    pub proc: Proc,
+    /// The worker processes (they serve the requests; the master only watches).
+    pub workers: Vec<u32>,
+    pub addr: SocketAddr,
+    pub id: String,
+    pub mode: String,
+}
+
+impl Flask {
+    /// `mode`: `redis` (with `redis`: the server's URL), `gateway` or `none`.
+    /// Returns once the worker(s) answer `GET /`.
+    pub async fn start(
+        options: &FlaskOptions,
+        id: &str,
+        mode: &str,
+        redis: Option<&str>,
+        http: &reqwest::Client,
+    ) -> anyhow::Result<Flask> {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(&options.python);
+        command
+            .args(["-m", "gunicorn", "--chdir"])
+            .arg(&options.app_dir)
+            .args(["--bind", "127.0.0.1:0"])
+            .args(["--workers", &options.workers.to_string()])
+            .args(["--worker-class", "gthread"])
+            .args(["--threads", &options.threads.to_string()])
+            // Longer than the gateway's pool idle timeout (30 s), as for any
+            // proxy's upstream: gunicorn's default of 2 s would close pooled
+            // connections under the proxy between two scenarios.
+            .args(["--keep-alive", "60"])
+            .args(["--no-control-socket", "--log-level", "info"])
+            .arg("app:app")
+            .env("BENCH_FLASK_MODE", mode)
+            .env("BENCH_FLASK_ID", id)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            // Its own process group: the drop kills the workers too.
+            .process_group(0);
+        if let Some(url) = redis {
+            command.env("BENCH_REDIS_URL", url);
+        }
+        let (proc, lines) = spawn_reading(id, &mut command, false)?;
+        let mut flask = Flask {
+            proc,
+            workers: Vec::new(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            id: id.to_owned(),
+            mode: mode.to_owned(),
+        };
+        // "[...] [INFO] Listening at: http://127.0.0.1:41234 (1234)", then one
+        // "[...] [INFO] Booting worker with pid: 1235" per worker.
+        flask.addr = wait_line(&mut flask.proc, &lines, |line| {
+            let rest = line.split("Listening at: http://").nth(1)?;
+            rest.split_whitespace().next()?.parse().ok()
+        })?;
+        while flask.workers.len() < options.workers as usize {
+            let pid = wait_line(&mut flask.proc, &lines, |line| {
+                line.split("Booting worker with pid: ")
+                    .nth(1)?
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+            })?;
+            flask.workers.push(pid);
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(r) = http.get(flask.url("/")).send().await {
+                if r.status().is_success() {
+                    return Ok(flask);
+                }
+            }
+            if let Some(status) = flask.proc.exited() {
+                bail!("{id} exited ({status}):\n{}", flask.proc.tail());
+            }
+            if Instant::now() > deadline {
+                bail!("{id} did not answer GET /:\n{}", flask.proc.tail());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The master and the workers.
+    pub fn pids(&self) -> Vec<u32> {
+        std::iter::once(self.proc.pid())
+            .chain(self.workers.iter().copied())
+            .collect()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for Flask {
+    fn drop(&mut self) {
+        // The group is the master's pid (`process_group(0)`).
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.proc.pid())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }

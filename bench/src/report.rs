@@ -126,7 +126,11 @@ pub struct Report {
     pub command: String,
     pub machine: Machine,
     pub tools: Vec<(String, String)>,
+    /// Python and the Flask packages of the gateway part, when it ran.
+    pub python: Option<String>,
     pub throughput: Option<Throughput>,
+    /// The gateway part (issue 15): Flask with Redis, behind sessionmesh, alone.
+    pub gateway: Option<Throughput>,
     pub memory: Option<Memory>,
     pub dynamics: Option<Dynamics>,
     pub ring_micro: Vec<Micro>,
@@ -146,6 +150,8 @@ pub fn reference(key: &str) -> Option<&'static str> {
         | "store_forwarded_read" => Some("peer_read"),
         "sm_rr_read" | "app_rr_read" | "store_rr_read" => Some("peer_rr_read"),
         "sm_login_rf2" | "app_login_rf2" | "store_login_rf2" => Some("peer_login"),
+        "gw_rr_read" | "flask_none_rr_read" => Some("flask_redis_rr_read"),
+        "gw_rr_login" | "flask_none_rr_login" => Some("flask_redis_rr_login"),
         _ => None,
     }
 }
@@ -160,7 +166,12 @@ fn target(what: &str, measured: Option<f64>, goal: &str, holds: impl Fn(f64) -> 
 }
 
 /// The issue's targets, from whatever parts ran.
-pub fn targets(t: Option<&Throughput>, m: Option<&Memory>, d: Option<&Dynamics>) -> Vec<Target> {
+pub fn targets(
+    t: Option<&Throughput>,
+    g: Option<&Throughput>,
+    m: Option<&Memory>,
+    d: Option<&Dynamics>,
+) -> Vec<Target> {
     let mut out = Vec::new();
     if let Some(t) = t {
         let p99 = |k: &str| t.get(k).and_then(|s| s.latency.p99_us).map(|v| v as f64);
@@ -229,6 +240,31 @@ pub fn targets(t: Option<&Throughput>, m: Option<&Memory>, d: Option<&Dynamics>)
             }
         }
     }
+    if let Some(g) = g {
+        // Issue 15: the Flask application behind the gateway (no Redis) against
+        // the same application with Flask-Session and Redis.
+        for (what, key, reference) in [
+            (
+                "Flask behind the gateway / Flask-Session + Redis, round-robin read (req/s)",
+                "gw_rr_read",
+                "flask_redis_rr_read",
+            ),
+            (
+                "Flask behind the gateway / Flask-Session + Redis, round-robin login (req/s)",
+                "gw_rr_login",
+                "flask_redis_rr_login",
+            ),
+        ] {
+            if g.get(key).is_some() {
+                out.push(target(
+                    what,
+                    g.paired_ratio(key, reference),
+                    ">= 1.0",
+                    |v| v >= 1.0,
+                ));
+            }
+        }
+    }
     if let Some(m) = m {
         out.push(target(
             "sessionmesh RSS bytes/session / Redis used_memory bytes/session",
@@ -277,6 +313,115 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / 1024.0 / 1024.0)
 }
 
+/// The table of a throughput part's scenarios.
+fn table(md: &mut String, t: &Throughput) {
+    let _ = writeln!(
+        md,
+        "| scenario | req/s | min–max | p50 ms | p99 ms | p99.9 ms | errors | bytes/resp | server CPU µs/req | ratio | vs |"
+    );
+    let _ = writeln!(
+        md,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    for s in &t.scenarios {
+        let (ratio, vs) = match reference(s.key) {
+            Some(r) => (
+                t.paired_ratio(s.key, r)
+                    .map_or("-".to_owned(), |v| format!("{v:.2}×")),
+                r,
+            ),
+            None => ("1.00×".to_owned(), s.key),
+        };
+        let _ = writeln!(
+            md,
+            "| `{}` {} | {:.0} | {:.0}–{:.0} | {} | {} | {} | {} | {:.0} | {:.1} | {} | `{}` |",
+            s.key,
+            s.label,
+            s.median_rps,
+            s.min_rps,
+            s.max_rps,
+            ms(s.latency.p50_us),
+            ms(s.latency.p99_us),
+            ms(s.latency.p999_us),
+            s.errors.total(),
+            s.bytes_per_response,
+            s.server_cpu_us_per_request,
+            ratio,
+            vs
+        );
+    }
+}
+
+/// CPU µs per request of the named part `what` of scenario `key`.
+pub fn cpu_share(t: &Throughput, key: &str, what: &str) -> Option<f64> {
+    t.get(key)?
+        .cpu_split
+        .iter()
+        .find(|c| c.what == what)
+        .map(|c| c.us_per_request)
+}
+
+/// The proxy's own cost per request, in CPU µs: (the sessionmesh nodes' CPU,
+/// the whole gateway setup's CPU minus the application alone's) for the read
+/// (`rr_read`) or the login (`rr_login`).
+pub fn proxy_cost(t: &Throughput, kind: &str) -> (Option<f64>, Option<f64>) {
+    let gw = format!("gw_{kind}");
+    let alone = format!("flask_none_{kind}");
+    let nodes = cpu_share(t, &gw, "sessionmesh nodes");
+    let whole = t
+        .get(&gw)
+        .zip(t.get(&alone))
+        .map(|(g, a)| g.server_cpu_us_per_request - a.server_cpu_us_per_request);
+    (nodes, whole)
+}
+
+fn us(v: Option<f64>) -> String {
+    v.map_or("-".to_owned(), |v| format!("{v:.1}"))
+}
+
+/// Issue 15's section: the table, the CPU split and the proxy's own cost.
+fn gateway_section(md: &mut String, g: &Throughput, python: Option<&str>) {
+    let _ = writeln!(md, "\n## Gateway mode (issue 15)\n");
+    let _ = writeln!(
+        md,
+        "`bench/flask/app.py` under gunicorn (gthread) in three session modes, 3 processes \
+         each: Flask-Session + one redis-server (`flask_redis_*`), behind 3 sessionmesh \
+         nodes in gateway mode, one application process per node, replication factor 2, no \
+         Redis (`gw_*`), and without sessions (`flask_none_*`, the baseline). Every scenario \
+         enters round robin: one wrk per entry point, {} connections in all, {} s measured \
+         after {} s of warm-up, {} interleaved rounds. {}\n",
+        g.connections,
+        g.duration_s,
+        g.warmup_s,
+        g.rounds,
+        python.map_or(String::new(), |p| format!("({p})"))
+    );
+    table(md, g);
+    let _ = writeln!(md, "\nServer CPU per request, by process:\n");
+    let _ = writeln!(md, "| scenario | part | CPU µs/req |");
+    let _ = writeln!(md, "| --- | --- | ---: |");
+    for s in &g.scenarios {
+        for c in &s.cpu_split {
+            let _ = writeln!(md, "| `{}` | {} | {:.1} |", s.key, c.what, c.us_per_request);
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\nThe gateway's own cost per request (CPU µs): the sessionmesh nodes' CPU in the \
+         gateway setup, and the whole gateway setup's CPU minus the application's alone \
+         (which also counts the application's decoding of the session headers).\n"
+    );
+    let _ = writeln!(
+        md,
+        "| request | sessionmesh nodes | gateway setup − application alone |"
+    );
+    let _ = writeln!(md, "| --- | ---: | ---: |");
+    for (what, kind) in [("read", "rr_read"), ("login", "rr_login")] {
+        let (nodes, whole) = proxy_cost(g, kind);
+        let _ = writeln!(md, "| {what} | {} | {} |", us(nodes), us(whole));
+    }
+}
+
 impl Report {
     pub fn markdown(&self) -> String {
         let mut md = String::new();
@@ -311,41 +456,11 @@ impl Report {
                  server processes (the peer's include redis-server) per request.\n",
                 t.connections, t.connections, t.duration_s, t.warmup_s, t.rounds
             );
-            let _ = writeln!(
-                md,
-                "| scenario | req/s | min–max | p50 ms | p99 ms | p99.9 ms | errors | bytes/resp | server CPU µs/req | ratio | vs |"
-            );
-            let _ = writeln!(
-                md,
-                "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
-            );
-            for s in &t.scenarios {
-                let (ratio, vs) = match reference(s.key) {
-                    Some(r) => (
-                        t.paired_ratio(s.key, r)
-                            .map_or("-".to_owned(), |v| format!("{v:.2}×")),
-                        r,
-                    ),
-                    None => ("1.00×".to_owned(), s.key),
-                };
-                let _ = writeln!(
-                    md,
-                    "| `{}` {} | {:.0} | {:.0}–{:.0} | {} | {} | {} | {} | {:.0} | {:.1} | {} | `{}` |",
-                    s.key,
-                    s.label,
-                    s.median_rps,
-                    s.min_rps,
-                    s.max_rps,
-                    ms(s.latency.p50_us),
-                    ms(s.latency.p99_us),
-                    ms(s.latency.p999_us),
-                    s.errors.total(),
-                    s.bytes_per_response,
-                    s.server_cpu_us_per_request,
-                    ratio,
-                    vs
-                );
-            }
+            table(&mut md, t);
+        }
+
+        if let Some(g) = &self.gateway {
+            gateway_section(&mut md, g, self.python.as_deref());
         }
 
         if let Some(mem) = &self.memory {
@@ -468,7 +583,7 @@ impl Report {
         }
 
         if !self.targets.is_empty() {
-            let _ = writeln!(md, "\n## Targets (issues 5 and 13)\n");
+            let _ = writeln!(md, "\n## Targets (issues 5, 13 and 15)\n");
             let _ = writeln!(md, "| target | measured | goal | holds |");
             let _ = writeln!(md, "| --- | ---: | --- | --- |");
             for t in &self.targets {

@@ -44,11 +44,13 @@ pub struct Options {
 
 /// What a scenario's responses must look like (checked before and after the runs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Expect {
+pub(crate) enum Expect {
     /// 200 and the page greets [`NAME`].
     Greets,
     /// 200, `Login successful.` and a `SESSION` cookie.
     LoginCookie,
+    /// 200 and `Login successful.` (an application without sessions).
+    LoginOk,
 }
 
 /// One measured scenario.
@@ -57,13 +59,16 @@ pub struct Scenario {
     pub key: &'static str,
     pub label: &'static str,
     /// `wrk` processes run at once; their connections add up to `connections`.
-    specs: Vec<WrkSpec>,
-    expect: Expect,
+    pub(crate) specs: Vec<WrkSpec>,
+    pub(crate) expect: Expect,
     /// (header, value) that the first entry's answer must carry.
-    headers: Vec<(&'static str, String)>,
+    pub(crate) headers: Vec<(&'static str, String)>,
     /// The server processes of this contender (Redis included for the peer):
     /// their CPU time per request is reported.
-    pids: Vec<u32>,
+    pub(crate) pids: Vec<u32>,
+    /// Named parts of `pids` whose CPU time per request is reported too
+    /// (e.g. the sessionmesh nodes and the application of a gateway).
+    pub(crate) cpu_groups: Vec<(&'static str, Vec<u32>)>,
 }
 
 /// The contenders, running.
@@ -127,7 +132,7 @@ impl Contenders {
 }
 
 /// Logs in as [`NAME`] at `url` and returns the `SESSION=...` cookie pair.
-async fn login(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+pub(crate) async fn login(http: &reqwest::Client, url: &str) -> anyhow::Result<String> {
     let response = http.get(format!("{url}/login?name={NAME}")).send().await?;
     let status = response.status();
     let cookie = procs::set_cookie(&response, "SESSION");
@@ -201,6 +206,7 @@ pub async fn scenarios(
             expect: Expect::Greets,
             headers: vec![],
             pids: vec![c.plain.proc.pid()],
+            cpu_groups: Vec::new(),
         },
         Scenario {
             key: "peer_read",
@@ -209,6 +215,7 @@ pub async fn scenarios(
             expect: Expect::Greets,
             headers: vec![],
             pids: vec![c.peers[0].proc.pid(), c.redis.proc.pid()],
+            cpu_groups: Vec::new(),
         },
         Scenario {
             key: "peer_rr_read",
@@ -217,6 +224,7 @@ pub async fn scenarios(
             expect: Expect::Greets,
             headers: vec![],
             pids: peer_pids.clone(),
+            cpu_groups: Vec::new(),
         },
         Scenario {
             key: "peer_login",
@@ -225,6 +233,7 @@ pub async fn scenarios(
             expect: Expect::LoginCookie,
             headers: vec![],
             pids: vec![c.peers[0].proc.pid(), c.redis.proc.pid()],
+            cpu_groups: Vec::new(),
         },
         Scenario {
             key: "sm_owner_read",
@@ -233,6 +242,7 @@ pub async fn scenarios(
             expect: Expect::Greets,
             headers: vec![("x-served-by", sm1.clone())],
             pids: sm_pids.clone(),
+            cpu_groups: Vec::new(),
         },
         Scenario {
             key: "sm_forwarded_read",
@@ -241,6 +251,7 @@ pub async fn scenarios(
             expect: Expect::Greets,
             headers: vec![("x-served-by", sm1.clone()), ("x-entry-node", sm2.clone())],
             pids: sm_pids.clone(),
+            cpu_groups: Vec::new(),
         },
         Scenario {
             key: "sm_rr_read",
@@ -249,6 +260,7 @@ pub async fn scenarios(
             expect: Expect::Greets,
             headers: vec![],
             pids: sm_pids.clone(),
+            cpu_groups: Vec::new(),
         },
         Scenario {
             key: "sm_login_rf2",
@@ -257,6 +269,7 @@ pub async fn scenarios(
             expect: Expect::LoginCookie,
             headers: vec![("x-served-by", sm1.clone())],
             pids: sm_pids.clone(),
+            cpu_groups: Vec::new(),
         },
     ];
     Ok(all
@@ -342,6 +355,7 @@ async fn app_scenarios(
             expect: Expect::Greets,
             headers: with(vec![("x-served-by", n1.clone())], session_node(&n1)),
             pids: pids.clone(),
+            cpu_groups: Vec::new(),
         },
         Scenario {
             key: keys[1],
@@ -350,6 +364,7 @@ async fn app_scenarios(
             expect: Expect::Greets,
             headers: with(vec![("x-served-by", n2)], session_node(&n1)),
             pids: pids.clone(),
+            cpu_groups: Vec::new(),
         },
         Scenario {
             key: keys[2],
@@ -358,6 +373,7 @@ async fn app_scenarios(
             expect: Expect::Greets,
             headers: vec![],
             pids: pids.clone(),
+            cpu_groups: Vec::new(),
         },
         Scenario {
             key: keys[3],
@@ -366,6 +382,7 @@ async fn app_scenarios(
             expect: Expect::LoginCookie,
             headers: vec![("x-served-by", n1)],
             pids,
+            cpu_groups: Vec::new(),
         },
     ])
 }
@@ -390,6 +407,7 @@ async fn check(http: &reqwest::Client, s: &Scenario) -> anyhow::Result<()> {
                 && match s.expect {
                     Expect::Greets => body.contains(&format!(">Hello, {NAME}<")),
                     Expect::LoginCookie => body == LOGIN_OK && has_cookie,
+                    Expect::LoginOk => body == LOGIN_OK,
                 };
             if !ok {
                 bail!("{}: {} answered {status}: {body}", s.key, spec.url);
@@ -435,6 +453,17 @@ pub struct ScenarioResult {
     /// CPU time (user + system) of the contender's server processes per request,
     /// in microseconds: what a request costs, whatever else runs on the machine.
     pub server_cpu_us_per_request: f64,
+    /// The same for named parts of those processes, when the scenario names
+    /// them (e.g. `sessionmesh nodes` and `gunicorn` of a gateway).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cpu_split: Vec<CpuShare>,
+}
+
+/// CPU time per request of a named part of a contender's server processes.
+#[derive(Clone, Debug, Serialize)]
+pub struct CpuShare {
+    pub what: &'static str,
+    pub us_per_request: f64,
 }
 
 /// Everything the throughput part measured.
@@ -521,6 +550,7 @@ pub async fn run(
         requests: u64,
         bytes: u64,
         cpu_ticks: u64,
+        group_ticks: Vec<u64>,
     }
     let mut acc: BTreeMap<&str, Acc> = BTreeMap::new();
     let n = scenarios.len();
@@ -539,8 +569,17 @@ pub async fn run(
                 wrk::run_all(&warm, &options.script_dir).await?;
             }
             let cpu_before = cpu_ticks(&s.pids)?;
+            let groups_before = s
+                .cpu_groups
+                .iter()
+                .map(|(_, pids)| cpu_ticks(pids))
+                .collect::<anyhow::Result<Vec<u64>>>()?;
             let runs = wrk::run_all(&s.specs, &options.script_dir).await?;
             let cpu = cpu_ticks(&s.pids)?.saturating_sub(cpu_before);
+            let mut groups = Vec::with_capacity(groups_before.len());
+            for ((_, pids), before) in s.cpu_groups.iter().zip(&groups_before) {
+                groups.push(cpu_ticks(pids)?.saturating_sub(*before));
+            }
             let (rps, requests, bytes, errors, hist) = merge(&runs);
             let p99 = hist.percentile(99.0).unwrap_or(0);
             eprintln!(
@@ -559,6 +598,7 @@ pub async fn run(
                 requests: 0,
                 bytes: 0,
                 cpu_ticks: 0,
+                group_ticks: vec![0; s.cpu_groups.len()],
             });
             entry.rounds.push(RoundResult {
                 round,
@@ -571,6 +611,9 @@ pub async fn run(
             entry.requests += requests;
             entry.bytes += bytes;
             entry.cpu_ticks += cpu;
+            for (total, ticks) in entry.group_ticks.iter_mut().zip(&groups) {
+                *total += ticks;
+            }
         }
     }
     // The sessions read must still be there after the load.
@@ -579,10 +622,13 @@ pub async fn run(
             .await
             .with_context(|| format!("after the runs, {}", s.key))?;
     }
+    let ticks_per_second = clock_ticks_per_second();
     let results = scenarios
         .iter()
         .filter_map(|s| {
             let a = acc.remove(s.key)?;
+            let per_request =
+                |ticks: u64| ticks as f64 * 1e6 / ticks_per_second / a.requests.max(1) as f64;
             let mut rps: Vec<f64> = a.rounds.iter().map(|r| r.rps).collect();
             rps.sort_by(|x, y| x.total_cmp(y));
             Some(ScenarioResult {
@@ -596,9 +642,16 @@ pub async fn run(
                 latency: a.hist.summary(),
                 errors: a.errors,
                 bytes_per_response: a.bytes as f64 / a.requests.max(1) as f64,
-                server_cpu_us_per_request: a.cpu_ticks as f64 * 1e6
-                    / clock_ticks_per_second()
-                    / a.requests.max(1) as f64,
+                server_cpu_us_per_request: per_request(a.cpu_ticks),
+                cpu_split: s
+                    .cpu_groups
+                    .iter()
+                    .zip(&a.group_ticks)
+                    .map(|((what, _), ticks)| CpuShare {
+                        what,
+                        us_per_request: per_request(*ticks),
+                    })
+                    .collect(),
                 rounds: a.rounds,
             })
         })

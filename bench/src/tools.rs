@@ -93,3 +93,97 @@ pub fn version(command: &str, arg: &str) -> String {
         })
         .unwrap_or_else(|_| "unknown".to_owned())
 }
+
+/// Where the gateway benchmark's Flask application lives (`bench/flask/`).
+pub fn flask_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flask")
+}
+
+/// Checks that `python` has exactly the versions of `requirements` (lines
+/// `name==version`), and installs them with its pip when it has not.
+pub fn ensure_python_packages(python: &str, requirements: &std::path::Path) -> anyhow::Result<()> {
+    // Exit status 0 when every pinned version is the installed one.
+    const CHECK: &str = r##"
+import sys, importlib.metadata as m
+bad = []
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if not line:
+        continue
+    name, want = line.split("==")
+    try:
+        have = m.version(name)
+    except m.PackageNotFoundError:
+        have = None
+    if have != want:
+        bad.append(f"{name} {have} (want {want})")
+print("; ".join(bad))
+sys.exit(1 if bad else 0)
+"##;
+    let check = || {
+        Command::new(python)
+            .args(["-c", CHECK])
+            .arg(requirements)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {python}"))
+    };
+    let first = check()?;
+    if first.status.success() {
+        return Ok(());
+    }
+    eprintln!(
+        "bench: installing {} with pip ({})",
+        requirements.display(),
+        String::from_utf8_lossy(&first.stdout).trim()
+    );
+    let mut pip = Command::new(python);
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]);
+    if is_root() {
+        pip.arg("--root-user-action=ignore");
+    }
+    let status = pip
+        .arg("-r")
+        .arg(requirements)
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("{python} -m pip install"))?;
+    if !status.success() {
+        bail!(
+            "{python} -m pip install -r {} failed: {status}",
+            requirements.display()
+        );
+    }
+    let again = check()?;
+    if !again.status.success() {
+        bail!(
+            "after pip install, still: {}",
+            String::from_utf8_lossy(&again.stdout).trim()
+        );
+    }
+    Ok(())
+}
+
+/// The Python interpreter's version and those of the gateway part's packages,
+/// for the report.
+pub fn python_versions(python: &str) -> String {
+    const SHOW: &str = r#"
+import sys, importlib.metadata as m
+names = ["Flask", "Flask-Session", "redis", "msgspec", "gunicorn"]
+print("; ".join(["Python " + sys.version.split()[0]] + [n + " " + m.version(n) for n in names]))
+"#;
+    Command::new(python)
+        .args(["-c", SHOW])
+        .stdin(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
