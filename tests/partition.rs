@@ -117,16 +117,24 @@ impl Nodes {
     async fn create(&self, n: usize) -> Vec<String> {
         let mut ids = Vec::new();
         for i in 0..n {
-            let doc: Value = self
-                .http
-                .post(self.url(i % 4, "/api/sessions"))
-                .json(&json!({"i": i, "side": "before"}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            // Right after the start (leases being granted on a loaded machine)
+            // a create may be refused with 503 and Retry-After: sent again, as
+            // a client does; any other answer but 201 fails the test.
+            let doc: Value = wait_for(&format!("create {i}"), WAIT, || async move {
+                let r = self
+                    .http
+                    .post(self.url(i % 4, "/api/sessions"))
+                    .json(&json!({"i": i, "side": "before"}))
+                    .send()
+                    .await
+                    .ok()?;
+                match r.status().as_u16() {
+                    201 => r.json().await.ok(),
+                    503 if r.headers().contains_key("retry-after") => None,
+                    status => panic!("create {i}: {status} {:?}", r.text().await),
+                }
+            })
+            .await;
             ids.push(doc["id"].as_str().unwrap().to_owned());
         }
         ids
