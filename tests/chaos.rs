@@ -60,14 +60,14 @@ const FILLER_PER_SEC: u64 = 20;
 /// each, about 48 MB of session data per node that must go away again.
 const BURST: usize = 3_000;
 /// How far above its pre-soak VmRSS a node may stay once every session
-/// expired. Not zero: what the node keeps for good after its first burst (its
-/// maps' capacity, pooled connections and their buffers) and what
-/// fragmentation leaves in malloc's arenas between live blocks come to 3 to 7
-/// MB with a burst alone (4 nodes, measured through malloc_info), and a
-/// restarted node is a new process. The burst adds about 40 MB per node at its
-/// peak, so a node that kept even a third of its expired sessions, or malloc
-/// holding their memory as it did before its thresholds were pinned (20 to 47
-/// MB, `node::pin_malloc_thresholds`), fails this.
+/// expired. Not zero: after a burst a node keeps about 3 MB more heap in use
+/// for good (malloc_info), fragmentation leaves free memory between live blocks,
+/// and a restarted node is a new process. Measured: 3 to 7 MB over the baseline
+/// 30 s after a burst alone, 5 to 12 MB at the first check after three soaks.
+/// The burst adds about 40 MB per node at its peak, so a node that kept even a
+/// third of its expired sessions fails this, and so did malloc holding their
+/// freed memory in its arenas before its thresholds were pinned (20 to 47 MB
+/// over the baseline; see `pin_malloc_thresholds` in src/node.rs).
 const RSS_TOLERANCE_KIB: u64 = 16 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
