@@ -15,8 +15,8 @@
 //! - memory back near its baseline once the sessions expired: every node's
 //!   `/api/cluster` counts reach 0, and its VmRSS comes back within
 //!   [`RSS_TOLERANCE_KIB`] of what the same node used before the soak (asserted
-//!   by `memory_returns_to_its_baseline_once_the_sessions_expire`, ignored as
-//!   a known flaw; the CI soaks print the figures).
+//!   by `memory_returns_to_its_baseline_once_the_sessions_expire`; the other
+//!   soaks print the figures).
 //!
 //! `chaos_soak` is the CI version (`CHAOS_SOAK_SECS`, default 75 s of faults).
 //! `chaos_soak_long` is the long one, ignored by default:
@@ -60,11 +60,16 @@ const FILLER_PER_SEC: u64 = 20;
 /// each, about 48 MB of session data per node that must go away again.
 const BURST: usize = 3_000;
 /// How far above its pre-soak VmRSS a node may stay once every session
-/// expired. Not zero: malloc keeps what fragmentation leaves in its arenas (a
-/// few to 25 MB here after the soak and the burst, measured), and a restarted
-/// node is a new process. The burst alone adds about 50 MB per node, so a node
-/// that kept its expired sessions would fail this.
-const RSS_TOLERANCE_KIB: u64 = 32 * 1024;
+/// expired. Not zero: after a burst a node keeps a little more heap in use
+/// (malloc_info: 1.5 MiB before, 2.1 to 3.6 MiB after: maps keep their
+/// capacity, pools their connections), fragmentation leaves free memory between
+/// live blocks, and a restarted node is a new process. Measured: 3 to 7 MB over the baseline
+/// 30 s after a burst alone, 5 to 12 MB at the first check after three soaks.
+/// The burst adds about 40 MB per node at its peak, so a node that kept even a
+/// third of its expired sessions fails this, and so did malloc holding their
+/// freed memory in its arenas before its thresholds were pinned (20 to 47 MB
+/// over the baseline; see `pin_malloc_thresholds` in src/node.rs).
+const RSS_TOLERANCE_KIB: u64 = 16 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Fault {
@@ -832,9 +837,6 @@ async fn chaos_soak() {
 /// The CI soak's memory check, on its own: once every session expired, each
 /// node's VmRSS comes back within [`RSS_TOLERANCE_KIB`] of its baseline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known flaw (issue 14): after the burst of 3000 sessions of 32 KiB expires, \
-            one node in two or three runs keeps 33 to 38 MB over its baseline (allowed: 32); \
-            the CI soaks report the figures without asserting them"]
 async fn memory_returns_to_its_baseline_once_the_sessions_expire() {
     soak(
         soak_secs(75),

@@ -76,7 +76,8 @@ pub(crate) const BATCH_BYTES: usize = 256 * 1024;
 /// bounds them, like [`BATCH_BYTES`] bounds coalesced messages. (After a burst
 /// of 3000 sessions of 32 KiB had expired, the nodes of `tests/chaos.rs` held
 /// 15 to 37 MB over their baseline in two runs with 1 MiB here, 6 to 38 MB in
-/// three runs with 256 KiB: no clear effect on that figure.)
+/// three runs with 256 KiB: no clear effect on that figure, which came from
+/// glibc's malloc keeping freed arena tops: see `node::pin_malloc_thresholds`.)
 pub const MAX_LINK_BATCH_BYTES: usize = BATCH_BYTES;
 
 /// One request or reply.
