@@ -70,7 +70,7 @@ async fn perf_report(data: &Path, text: &Path) -> anyhow::Result<()> {
         ),
         (
             "samples per thread",
-            vec!["--no-children", "--sort", "tid", "-g", "none"],
+            vec!["--no-children", "--sort", "pid", "-g", "none"],
         ),
     ] {
         let output = tokio::process::Command::new("perf")

@@ -160,9 +160,13 @@ impl Links {
         again_if_closed: bool,
     ) -> Result<Frame, LinkError> {
         let mut retried = !again_if_closed;
+        let mut resent = false;
         loop {
             let link = self.link(internal_addr).await?;
             match link.call(kind, body.clone(), self.timeout).await {
+                // Nothing left: any request may go on a new link, once.
+                Err(CallError::NotSent) if !resent => resent = true,
+                Err(CallError::NotSent) => return Err(LinkError::Broken("link closed".into())),
                 Err(CallError::Closed) if !retried => retried = true,
                 Err(CallError::Closed) => return Err(LinkError::Broken("link closed".into())),
                 Err(CallError::TimedOut) => {
@@ -295,6 +299,8 @@ fn unexpected(reply: Frame) -> LinkError {
 }
 
 enum CallError {
+    /// The link was closed (or its tasks gone) before the request left.
+    NotSent,
     /// The link closed before the answer came.
     Closed,
     TimedOut,
@@ -447,14 +453,15 @@ impl Link {
         {
             let mut waiting = self.waiting.lock();
             if waiting.closed {
-                return Err(CallError::Closed);
+                return Err(CallError::NotSent);
             }
             waiting.last_used = Some(Instant::now());
             waiting.replies.insert(id, tx);
         }
         if self.outgoing.send((id, kind, body)).is_err() {
-            self.waiting.lock().replies.remove(&id);
-            return Err(CallError::Closed);
+            // The writer is gone (its runtime stopped): the link is done.
+            close(&self.waiting);
+            return Err(CallError::NotSent);
         }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => Ok(reply),
