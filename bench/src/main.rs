@@ -19,7 +19,8 @@ enum Part {
     Throughput,
     Memory,
     Dynamics,
-    /// perf profiles of the owner and forwarded reads (not part of the default run).
+    /// perf profiles of reads and logins, of the `sessionmesh` binary and of
+    /// `bench-app` (not part of the default run; `--scenarios` picks cases).
     Profile,
     /// Flask + Flask-Session + Redis against the same Flask application behind
     /// sessionmesh's gateway mode, and alone without sessions (issue 15).
@@ -79,7 +80,9 @@ struct Args {
     #[arg(long)]
     app_bin: Option<PathBuf>,
     /// Throughput scenarios to run, by key (comma-separated; default: all), e.g.
-    /// `peer_read,peer_rr_read,peer_login,app_owner_read`.
+    /// `peer_read,peer_rr_read,peer_login,app_owner_read`; for `--parts
+    /// profile`, the cases to profile (`sm_owner_read`, `sm_forwarded_read`,
+    /// `sm_login_rf2`, `app_owner_read`, `app_login_rf2`).
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// The Python interpreter of the gateway part's Flask application (its
@@ -284,6 +287,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             duration: pick(args.duration, 10_000, 2_000),
             connections: args.connections,
             sessionmesh_bin: sessionmesh_bin.clone(),
+            app_bin: app_bin.clone(),
+            only: args.scenarios.clone(),
             out: out.clone(),
         };
         for path in profile::run(&options, &http).await? {

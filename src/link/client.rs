@@ -473,7 +473,8 @@ impl Link {
             waiting.replies.insert(id, tx);
         }
         if self.outgoing.send((id, kind, body)).is_err() {
-            self.waiting.lock().replies.remove(&id);
+            // The writer is gone (its runtime stopped): the link is done.
+            close(&self.waiting);
             return Err(CallError::Unread);
         }
         match tokio::time::timeout(timeout, rx).await {

@@ -1,8 +1,12 @@
 //! Typed client for the replication routes of peers' internal listeners.
 //!
 //! It lives on the node's main runtime (replication queues, handoff and
-//! read-through all run there), so one connection pool serves them all.
+//! read-through all run there), so one connection pool serves them all. The
+//! one exception is [`InternalClient::push_here`]: a write's copy sent over a
+//! link of the calling thread's own (see there).
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +35,13 @@ pub struct Batch {
     pub from: String,
     /// Copies (handoff, repair, expiry refreshes) and writes (`write: true`).
     pub records: Vec<Record>,
+}
+
+/// A [`Batch`] to send, borrowed.
+#[derive(Serialize)]
+struct BatchRef<'a> {
+    from: &'a str,
+    records: &'a [Record],
 }
 
 /// Answer to a replication request.
@@ -106,6 +117,15 @@ pub struct InternalClient {
     transport: PeerTransport,
     signer: Signer,
     self_id: NodeId,
+    /// Unique in this process: keys the links of each thread ([`THREAD_LINKS`]).
+    key: u64,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+thread_local! {
+    /// Per thread, the links [`InternalClient::push_here`] sends on, by client.
+    static THREAD_LINKS: RefCell<Vec<(u64, Arc<Links>, tokio_util::sync::CancellationToken)>> =
+        const { RefCell::new(Vec::new()) };
 }
 
 impl InternalClient {
@@ -117,6 +137,7 @@ impl InternalClient {
         transport: &PeerTransport,
         stop: tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<InternalClient> {
+        static KEYS: AtomicU64 = AtomicU64::new(1);
         let http = transport
             .client_builder()
             .http1_only()
@@ -133,12 +154,85 @@ impl InternalClient {
                 signer.clone(),
                 timeout,
                 transport,
-                stop,
+                stop.clone(),
             )?),
             transport: transport.clone(),
             signer,
             self_id,
+            key: KEYS.fetch_add(1, Ordering::Relaxed),
+            stop,
         })
+    }
+
+    /// The calling thread's links of this client, opened on first use with
+    /// `timeout` for their requests; `None` outside a tokio runtime (a link's
+    /// tasks run on the runtime that opens it).
+    fn thread_links(&self, timeout: Duration) -> Option<Arc<Links>> {
+        tokio::runtime::Handle::try_current().ok()?;
+        THREAD_LINKS.with(|cell| {
+            let mut list = cell.borrow_mut();
+            // Links of stopped nodes (tests and local clusters run several).
+            list.retain(|(_, _, stop)| !stop.is_cancelled());
+            if let Some((_, links, _)) = list.iter().find(|(key, _, _)| *key == self.key) {
+                return Some(links.clone());
+            }
+            let stop = self.stop.child_token();
+            let links = Links::new(
+                self.self_id.clone(),
+                self.signer.clone(),
+                timeout,
+                &self.transport,
+                stop.clone(),
+            )
+            .ok()?;
+            let links = Arc::new(links);
+            list.push((self.key, links.clone(), stop));
+            Some(links)
+        })
+    }
+
+    /// Sends a batch of copies to a peer over the calling thread's own link to
+    /// it, for a write whose caller waits for the acknowledgement: the request
+    /// leaves from this thread and the answer wakes the caller on it, instead
+    /// of a hand-off to the peer's queue on the main runtime and a wake-up from
+    /// there (two wake-ups of another thread per write). Whatever else this
+    /// thread sends to the peer meanwhile leaves in the same message.
+    ///
+    /// A peer that does not answer within `timeout` (the replication timeout;
+    /// the thread's links are opened with it) fails the push, and its link is
+    /// closed. `None` when it was not sent: the peer does not serve links, the
+    /// batch is too large for one, or this thread cannot open links; the
+    /// caller then queues the copies for the main runtime, which uses HTTP
+    /// where needed.
+    pub async fn push_here(
+        &self,
+        internal_addr: &str,
+        records: &[Record],
+        timeout: Duration,
+    ) -> Option<Result<BatchAck, PeerError>> {
+        let links = self.thread_links(timeout)?;
+        let batch = BatchRef {
+            from: &self.self_id,
+            records,
+        };
+        let body = match serde_json::to_vec(&batch) {
+            Ok(body) => Bytes::from(body),
+            Err(e) => return Some(Err(PeerError::Failed(e.to_string()))),
+        };
+        if body.len() > MAX_LINK_BATCH_BYTES {
+            return None;
+        }
+        let ack = match links.replicate(internal_addr, body).await {
+            Ok(ack) => ack,
+            Err(LinkError::Unsupported) => return None,
+            Err(e @ (LinkError::Connect(_) | LinkError::Broken(_))) => {
+                return Some(Err(PeerError::Unreachable(e.to_string())))
+            }
+            Err(e @ LinkError::Failed { .. }) => {
+                return Some(Err(PeerError::Failed(e.to_string())))
+            }
+        };
+        Some(serde_json::from_slice(&ack).map_err(|e| PeerError::Failed(e.to_string())))
     }
 
     fn map_err(error: reqwest::Error) -> PeerError {

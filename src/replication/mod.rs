@@ -678,24 +678,18 @@ impl Replication {
         if required == 0 && targets.is_empty() {
             return Ok(());
         }
-        let record = Record::from_entry(id.as_str(), &replica_copy(entry));
+        let record = Record {
+            write: true,
+            ..Record::from_entry(id.as_str(), &replica_copy(entry))
+        };
         let mut acked = 0;
         let mut pending: Vec<NodeId> = targets.to_vec();
         while !pending.is_empty() {
-            let waits: Vec<_> = pending
-                .iter()
-                .map(|peer| inner.enqueue(peer, *id, record.clone(), true))
-                .collect();
-            let results = futures_util::future::join_all(waits.into_iter().map(|rx| async {
-                match rx {
-                    Some(rx) => tokio::time::timeout(inner.config.timeout, rx)
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .unwrap_or(Delivery::Failed),
-                    None => Delivery::Failed,
-                }
-            }))
+            let results = futures_util::future::join_all(
+                pending
+                    .iter()
+                    .map(|peer| inner.deliver(peer, *id, record.clone())),
+            )
             .await;
             // A replica that holds a later write of this node's own (its
             // batches to one peer may overtake each other) holds this one's
@@ -935,6 +929,49 @@ impl Inner {
                 self.hint(peer, job.id);
                 None
             }
+        }
+    }
+
+    /// Sends a write's copy to `peer` and waits, at most the replication
+    /// timeout, for what became of it: over the calling thread's own link to
+    /// the peer when it has one (see [`InternalClient::push_here`]), else
+    /// through the peer's queue. A copy that was not delivered is remembered as
+    /// a hint either way.
+    async fn deliver(self: &Arc<Self>, peer: &NodeId, id: SessionId, record: Record) -> Delivery {
+        if self.stop.is_cancelled() {
+            return Delivery::Failed;
+        }
+        if let Some(addr) = self.address(peer) {
+            let records = std::slice::from_ref(&record);
+            match self
+                .client
+                .push_here(&addr, records, self.config.timeout)
+                .await
+            {
+                Some(Ok(ack)) => {
+                    if ack.refused.iter().any(|r| r == id.as_str()) {
+                        return Delivery::Failed;
+                    }
+                    return match ack.superseded.into_iter().find(|r| r.id == id.as_str()) {
+                        Some(newer) => Delivery::Superseded(newer),
+                        None => Delivery::Stored,
+                    };
+                }
+                Some(Err(_)) => {
+                    self.hint(peer, id);
+                    return Delivery::Failed;
+                }
+                // Not sent: the queue takes it (HTTP to peers without links).
+                None => {}
+            }
+        }
+        match self.enqueue(peer, id, record, true) {
+            Some(rx) => tokio::time::timeout(self.config.timeout, rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(Delivery::Failed),
+            None => Delivery::Failed,
         }
     }
 
