@@ -232,7 +232,7 @@ if $extras; then
     extra_image sessionmesh-haproxy:latest "sessionmesh-local/haproxy:$suite" haproxy \
         HAPROXY_IMAGE deploy/haproxy
     # The configuration must parse (haproxy -c) with the environment the compose files give.
-    docker run --rm -e SESSIONMESH_READY_PATH=/readyz sessionmesh-haproxy:latest \
+    docker run --rm -e READY_PATH=/readyz sessionmesh-haproxy:latest \
         haproxy -c -q -f /usr/local/etc/haproxy/haproxy.cfg \
         || { echo "build-image.sh: deploy/haproxy/haproxy.cfg does not parse" >&2; exit 1; }
     extra_image sessionmesh-example-flask:latest "sessionmesh-local/python3-flask:$suite" \

@@ -184,10 +184,15 @@ fn deployment_files_set_only_known_variables() {
         "parsed keys: {keys:?}"
     );
     // Variables the files use for themselves rather than pass to a node.
-    let not_for_nodes = ["SESSIONMESH_IMAGE"];
+    let not_for_nodes = [
+        "SESSIONMESH_IMAGE",
+        "SESSIONMESH_LB_IMAGE",
+        "SESSIONMESH_APP_IMAGE",
+    ];
     for file in [
         "Dockerfile",
         "compose.yaml",
+        "compose.gateway.yaml",
         "deploy/kubernetes/statefulset.yaml",
         "deploy/kubernetes/gateway/sidecar.yaml",
     ] {

@@ -120,6 +120,8 @@ pub struct ExampleNode {
     pub gossip: std::net::SocketAddr,
     child: tokio::process::Child,
     log: Arc<Mutex<Vec<String>>>,
+    /// Reads the log until the process closes its stderr.
+    reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ExampleNode {
@@ -160,7 +162,7 @@ impl ExampleNode {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready) = tokio::sync::oneshot::channel();
         let lines = log.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut ready_tx = Some(ready_tx);
             let mut reader = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = reader.next_line().await {
@@ -200,6 +202,7 @@ impl ExampleNode {
             gossip: addr("gossip"),
             child,
             log,
+            reader: Some(reader),
         }
     }
 
@@ -216,10 +219,16 @@ impl ExampleNode {
         assert_eq!(sent, 0, "sending signal {signal} to {}", self.node_id);
     }
 
-    /// Waits for the process to exit, at most `timeout`.
+    /// Waits for the process to exit, at most `timeout`, and for its log to be
+    /// read to the end (its last lines may still be in the pipe when it exits).
     pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         match tokio::time::timeout(timeout, self.child.wait()).await {
-            Ok(Ok(status)) => status,
+            Ok(Ok(status)) => {
+                if let Some(reader) = self.reader.take() {
+                    let _ = tokio::time::timeout(timeout, reader).await;
+                }
+                status
+            }
             Ok(Err(e)) => panic!("waiting for {}: {e}", self.node_id),
             Err(_) => panic!(
                 "{} did not exit within {timeout:?}; it wrote:\n{}",
