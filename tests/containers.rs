@@ -174,6 +174,20 @@ impl Drop for Cleanup {
     }
 }
 
+/// The cluster view at `url` (`.../api/cluster`), if the node answers 200.
+async fn cluster_view(http: &reqwest::Client, url: &str) -> Option<Value> {
+    let response = http.get(url).send().await.ok()?;
+    if response.status() != 200 {
+        return None;
+    }
+    response.json().await.ok()
+}
+
+/// Whether a cluster view is of a ready node whose ring has `n` members.
+fn ready_with_ring_of(view: &Value, n: usize) -> bool {
+    view["status"] == "ready" && view["ring"]["nodes"].as_array().map(Vec::len) == Some(n)
+}
+
 // ---------------------------------------------------------------------------
 // A cluster of containers
 
@@ -332,16 +346,7 @@ impl DockerCluster {
 
     /// `GET /api/cluster` of node `i`, if it answers.
     async fn view(&self, i: usize) -> Option<Value> {
-        let response = self
-            .http
-            .get(self.url(i, "/api/cluster"))
-            .send()
-            .await
-            .ok()?;
-        if response.status() != 200 {
-            return None;
-        }
-        response.json().await.ok()
+        cluster_view(&self.http, &self.url(i, "/api/cluster")).await
     }
 
     /// Waits until every node in `observers` is ready and its ring is exactly
@@ -1126,16 +1131,8 @@ async fn compose_file_serves_the_cluster_behind_one_address() {
         SLOW,
         || async {
             for node in &nodes {
-                let view: Value = http
-                    .get(format!("{node}/api/cluster"))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                let ring = view["ring"]["nodes"].as_array()?;
-                if ring.len() != 3 || view["status"] != "ready" {
+                let view = cluster_view(&http, &format!("{node}/api/cluster")).await?;
+                if !ready_with_ring_of(&view, 3) {
                     return None;
                 }
             }
@@ -1241,15 +1238,8 @@ async fn gateway_compose_file_serves_the_application_behind_one_address() {
     wait_for("every node to see a ring of 3", SLOW, || async {
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..6 {
-            let view: Value = http
-                .get(format!("{lb}/_sessionmesh/api/cluster"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            if view["ring"]["nodes"].as_array()?.len() != 3 || view["status"] != "ready" {
+            let view = cluster_view(&http, &format!("{lb}/_sessionmesh/api/cluster")).await?;
+            if !ready_with_ring_of(&view, 3) {
                 return None;
             }
             seen.insert(view["node_id"].as_str()?.to_owned());

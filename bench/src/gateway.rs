@@ -21,7 +21,6 @@ use anyhow::{bail, Context};
 use crate::page::LOGIN_OK;
 use crate::procs::{self, Flask, FlaskOptions, Redis, Secrets, SmNode, SmOptions};
 use crate::throughput::{self, Expect, Options, Scenario, NAME};
-use crate::wrk::WrkSpec;
 
 /// The contenders, running.
 pub struct Contenders {
@@ -125,19 +124,8 @@ pub async fn sessions(
 
 /// Builds the scenarios over running contenders.
 pub fn scenarios(c: &Contenders, s: &Sessions, options: &Options) -> Vec<Scenario> {
-    let conns = options.connections;
-    let spread = |bases: Vec<String>, path: &str, cookies: Vec<String>| -> Vec<WrkSpec> {
-        let n = bases.len() as u32;
-        bases
-            .into_iter()
-            .enumerate()
-            .map(|(i, b)| WrkSpec {
-                url: format!("{b}{path}"),
-                connections: conns / n + u32::from((i as u32) < conns % n),
-                duration: options.duration,
-                cookies: cookies.clone(),
-            })
-            .collect()
+    let spread = |bases: Vec<String>, path: &str, cookies: Vec<String>| {
+        throughput::spread(bases, path, cookies, options)
     };
     let flask_bases = |apps: &[Flask]| apps.iter().map(|a| a.url("")).collect::<Vec<_>>();
     let node_bases: Vec<String> = c.nodes.iter().map(|n| n.url("")).collect();

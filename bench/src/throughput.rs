@@ -160,21 +160,7 @@ pub async fn scenarios(
             cookies,
         }]
     };
-    // Round robin: one wrk process per entry node, connections split as evenly as
-    // possible (11 + 11 + 10 for 32), every process using the same sessions in turn.
-    let spread = |bases: Vec<String>, cookies: Vec<String>| {
-        let n = bases.len() as u32;
-        bases
-            .into_iter()
-            .enumerate()
-            .map(|(i, b)| WrkSpec {
-                url: format!("{b}/"),
-                connections: conns / n + u32::from((i as u32) < conns % n),
-                duration: options.duration,
-                cookies: cookies.clone(),
-            })
-            .collect::<Vec<_>>()
-    };
+    let spread = |bases: Vec<String>, cookies: Vec<String>| spread(bases, "/", cookies, options);
 
     let peer_cookie = login(http, &base(&c.peers[0])).await?;
     let sm_cookie = login(http, &sm_base(&c.sm[0])).await?;
@@ -663,4 +649,26 @@ pub async fn run(
         connections: options.connections,
         scenarios: results,
     })
+}
+
+/// Round robin over `bases`: one wrk process per entry point for `path`, the
+/// connections split as evenly as possible (11 + 11 + 10 for 32), every
+/// process using the same sessions (`cookies`) in turn.
+pub fn spread(
+    bases: Vec<String>,
+    path: &str,
+    cookies: Vec<String>,
+    options: &Options,
+) -> Vec<WrkSpec> {
+    let (conns, n) = (options.connections, bases.len() as u32);
+    bases
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| WrkSpec {
+            url: format!("{b}{path}"),
+            connections: conns / n + u32::from((i as u32) < conns % n),
+            duration: options.duration,
+            cookies: cookies.clone(),
+        })
+        .collect()
 }
