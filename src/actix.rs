@@ -174,7 +174,8 @@ struct State {
     cookie: Option<SessionId>,
     /// Set once a handler extracted the session.
     loaded: Option<Loaded>,
-    /// The data as the handler sees it: what was read, with its changes.
+    /// The data as the handler sees it: what was read, with its changes. A
+    /// field neither written nor cleared still holds the value read.
     current: Map<String, Value>,
     /// Top-level fields read, with the value they had when the session was read.
     reads: BTreeMap<String, Option<Value>>,
@@ -190,7 +191,6 @@ struct Loaded {
     /// `None`: no session (a guest, or its session expired).
     id: Option<SessionId>,
     version: u64,
-    data: Map<String, Value>,
     served_by: String,
 }
 
@@ -209,12 +209,13 @@ impl State {
         }
     }
 
-    /// Notes that the handler read `key`, unless it wrote it first.
+    /// Notes that the handler read `key`, unless it wrote it first (so
+    /// `current` still holds the value read).
     fn read(&mut self, key: &str) {
         if self.clear || self.writes.contains_key(key) || self.reads.contains_key(key) {
             return;
         }
-        let seen = self.loaded.as_ref().and_then(|l| l.data.get(key).cloned());
+        let seen = self.current.get(key).cloned();
         self.reads.insert(key.to_owned(), seen);
     }
 }
@@ -234,25 +235,29 @@ async fn load(state: &Rc<RefCell<State>>) -> Result<(), Error> {
     let loaded = match cookie {
         None => None,
         Some(id) => match mesh.get(&id).await {
-            Ok(doc) => Some(Loaded {
-                id: Some(id),
-                version: doc.version,
-                served_by: doc.served_by().to_owned(),
-                data: doc.to_map(),
-            }),
+            Ok(doc) => Some((
+                Loaded {
+                    id: Some(id),
+                    version: doc.version,
+                    served_by: doc.served_by().to_owned(),
+                },
+                doc.to_map(),
+            )),
             Err(Error::NotFound) => None,
             Err(error) => return Err(error),
         },
     };
-    let loaded = loaded.unwrap_or_else(|| Loaded {
-        id: None,
-        version: 0,
-        data: Map::new(),
-        served_by: mesh.node_id().to_owned(),
+    let (loaded, data) = loaded.unwrap_or_else(|| {
+        let guest = Loaded {
+            id: None,
+            version: 0,
+            served_by: mesh.node_id().to_owned(),
+        };
+        (guest, Map::new())
     });
     let mut s = state.borrow_mut();
     if s.loaded.is_none() {
-        s.current = loaded.data.clone();
+        s.current = data;
         s.loaded = Some(loaded);
     }
     Ok(())
@@ -273,6 +278,10 @@ async fn finish(
         let Some(loaded) = &s.loaded else {
             return Ok(None);
         };
+        // A handler that only read: nothing to apply (the common case).
+        if !s.clear && s.writes.is_empty() && !s.renew && !s.purge {
+            return Ok(None);
+        }
         let reads: Vec<_> = s.reads.iter().map(|(k, v)| (k.clone(), raw(v))).collect();
         let writes: Vec<_> = s.writes.iter().map(|(k, v)| (k.clone(), raw(v))).collect();
         (

@@ -160,6 +160,24 @@ pub mod testing {
     pub mod ring {
         pub use crate::ring::Ring;
     }
+    pub mod anti_entropy {
+        use crate::ring::Ring;
+        use crate::session::Store;
+
+        /// The digest an anti-entropy round computes: one walk over `store`,
+        /// summing the copies of sessions `owner` owns and `holder` holds.
+        pub fn digest(
+            store: &Store,
+            ring: &Ring,
+            rf: usize,
+            owner: &str,
+            holder: &str,
+        ) -> Vec<u64> {
+            crate::replication::anti_entropy_digest(store, ring, rf, owner, holder)
+                .sums()
+                .to_vec()
+        }
+    }
     pub mod lease {
         pub use crate::replication::lease::{LeaseView, Leases, Millis, Serve};
     }

@@ -14,48 +14,9 @@ mod common;
 
 use std::collections::HashMap;
 
+use common::firewall::{spec, Rules};
 use common::{wait_for, ChildNode, Secrets, WAIT};
 use serde_json::{json, Value};
-
-/// iptables rules that drop everything between two sets of addresses,
-/// removed on drop.
-struct Cut {
-    rules: Vec<(String, String)>,
-}
-
-impl Cut {
-    fn rule(action: &str, from: &str, to: &str) -> bool {
-        std::process::Command::new("iptables")
-            .args([
-                "-w", action, "OUTPUT", "-o", "lo", "-s", from, "-d", to, "-j", "DROP",
-            ])
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
-    fn new(a: &[&str], b: &[&str]) -> Option<Cut> {
-        let mut cut = Cut { rules: Vec::new() };
-        for x in a {
-            for y in b {
-                for (from, to) in [(x, y), (y, x)] {
-                    if !Cut::rule("-I", from, to) {
-                        return None;
-                    }
-                    cut.rules.push((from.to_string(), to.to_string()));
-                }
-            }
-        }
-        Some(cut)
-    }
-}
-
-impl Drop for Cut {
-    fn drop(&mut self) {
-        for (from, to) in &self.rules {
-            Cut::rule("-D", from, to);
-        }
-    }
-}
 
 const HOSTS: [&str; 4] = ["127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.14"];
 
@@ -189,18 +150,18 @@ impl Nodes {
     }
 }
 
-/// Cuts, or says why it cannot.
-fn cut(a: &[usize], b: &[usize]) -> Option<Cut> {
-    let hosts = |s: &[usize]| s.iter().map(|&i| HOSTS[i]).collect::<Vec<_>>();
-    let cut = Cut::new(&hosts(a), &hosts(b));
-    if cut.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "iptables is needed under CI (run as root; .ci/run installs it)"
-        );
-        eprintln!("skipping: cannot add an iptables rule (not root, or no iptables)");
+/// Drops everything between the nodes of `a` and those of `b`, both ways,
+/// until dropped; `None` (the test skips) without iptables.
+fn cut(a: &[usize], b: &[usize]) -> Option<Rules> {
+    let mut specs = Vec::new();
+    for &x in a {
+        for &y in b {
+            for (from, to) in [(HOSTS[x], HOSTS[y]), (HOSTS[y], HOSTS[x])] {
+                specs.push(spec(&["-o", "lo", "-s", from, "-d", to]));
+            }
+        }
     }
-    cut
+    Rules::drop_all(&specs)
 }
 
 /// Three against one: the three take every write (after taking over the

@@ -2,9 +2,11 @@
 //! owner's read path: the check `Replication::caught_up` makes before serving
 //! a session from memory, `lease_view.load().may_serve(id, now_ms())`, i.e. a
 //! read of the monotonic clock, a load of the published `ArcSwap<LeaseView>`
-//! and the decision (the session's holders in the view's ring, the grants
-//! held from the others). Also its parts, and the cheapest form of the same
-//! answer for an owner (`Replication::lease_held`: clock, load, two compares).
+//! and the decision (for the owner with every grant held, its fast path: one
+//! ring lookup and two compares; else the rules: the session's holders in
+//! the view's ring, the grants held from the others). Also its parts, the
+//! rules for a session the node does not own, and the cheapest form of the
+//! owner's answer (`Replication::lease_held`: clock, load, two compares).
 //!
 //! A 3-node view with replication factor 2 and every grant held, as on a
 //! healthy cluster; 128 virtual nodes per node, as the nodes' default.
@@ -36,21 +38,20 @@ fn healthy_view() -> LeaseView {
     leases.view()
 }
 
-/// Session ids `node1` owns, as an owner read sees them.
-fn owned_keys(view: &LeaseView) -> Vec<SessionId> {
+/// 1,024 session ids whose owner is `node`.
+fn keys_owned_by(view: &LeaseView, node: &str) -> Vec<SessionId> {
     std::iter::repeat_with(SessionId::random)
-        .filter(|id| {
-            view.ring
-                .owner(id.as_bytes())
-                .is_some_and(|o| &**o == "node1")
-        })
+        .filter(|id| view.ring.owner(id.as_bytes()).is_some_and(|o| &**o == node))
         .take(1024)
         .collect()
 }
 
 fn lease_check(c: &mut Criterion) {
     let view = healthy_view();
-    let keys = owned_keys(&view);
+    let keys = keys_owned_by(&view, "node1");
+    // Sessions `node1` does not own: it answers by the rules, not the
+    // owner's fast path (a replica, or not a holder).
+    let others = keys_owned_by(&view, "node2");
     let now = Millis::MAX / 4 - 1;
     assert_eq!(view.may_serve(keys[0].as_bytes(), now), Serve::Now);
     let published = ArcSwap::from_pointee(view.clone());
@@ -76,6 +77,12 @@ fn lease_check(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % keys.len();
             black_box(view.may_serve(black_box(keys[i].as_bytes()), black_box(now)))
+        })
+    });
+    group.bench_function("may_serve_not_owner", |b| {
+        b.iter(|| {
+            i = (i + 1) % others.len();
+            black_box(view.may_serve(black_box(others[i].as_bytes()), black_box(now)))
         })
     });
     group.bench_function("lease_held", |b| {

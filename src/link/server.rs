@@ -179,13 +179,13 @@ async fn answer(node: web::Data<Node>, frame: Frame) -> Bytes {
             ),
         },
         SYNC => match serde_json::from_slice::<SyncRequest>(&frame.body) {
-            Ok(request) => {
-                let reply = node.replication().sync_answer(&request);
-                match serde_json::to_vec(&reply) {
+            Ok(request) => match node.replication().sync_answer(request).await {
+                Ok(reply) => match serde_json::to_vec(&reply) {
                     Ok(body) => Frame::encode(frame.id, SYNC_REPLY, &body, &mut out),
                     Err(e) => failed(frame.id, "internal", &e.to_string(), &mut out),
-                }
-            }
+                },
+                Err(e) => failed(frame.id, "internal", &e.to_string(), &mut out),
+            },
             Err(e) => failed(
                 frame.id,
                 "bad_request",

@@ -60,15 +60,21 @@ impl Summary {
         }
     }
 
+    #[cfg(test)]
     fn hash(&self) -> u64 {
-        let mut h = SipHasher13::new();
-        h.write(self.id.as_bytes());
-        h.write_u8(0xff);
-        h.write_u64(self.version);
-        h.write_u64(self.updated_at);
-        h.write_u8(u8::from(self.deleted));
-        h.finish()
+        copy_hash(&self.id, self.version, self.updated_at, self.deleted)
     }
+}
+
+/// What a digest adds up for one copy: a hash of its summary's fields.
+fn copy_hash(id: &str, version: u64, updated_at: UnixMillis, deleted: bool) -> u64 {
+    let mut h = SipHasher13::new();
+    h.write(id.as_bytes());
+    h.write_u8(0xff);
+    h.write_u64(version);
+    h.write_u64(updated_at);
+    h.write_u8(u8::from(deleted));
+    h.finish()
 }
 
 /// The bucket of a session id.
@@ -94,10 +100,26 @@ impl Default for Digest {
 }
 
 impl Digest {
-    /// Adds a copy.
+    /// Adds a copy, by its summary (the tests' way; a node walks its store
+    /// with [`Digest::add_copy`]).
+    #[cfg(test)]
     pub fn add(&mut self, summary: &Summary) {
-        let b = bucket(&summary.id);
-        self.sums[b] = self.sums[b].wrapping_add(summary.hash());
+        self.add_hash(&summary.id, summary.hash());
+    }
+
+    /// Adds the copy `entry` held under `id`, as [`Digest::add`] adds its
+    /// [`Summary`], without building one (a round walks every copy held).
+    pub fn add_copy(&mut self, id: &str, entry: &Entry) {
+        let deleted = matches!(entry, Entry::Tombstone(_));
+        self.add_hash(
+            id,
+            copy_hash(id, entry.version(), entry.updated_at(), deleted),
+        );
+    }
+
+    fn add_hash(&mut self, id: &str, hash: u64) {
+        let b = bucket(id);
+        self.sums[b] = self.sums[b].wrapping_add(hash);
     }
 
     /// Its wire form.
@@ -157,6 +179,19 @@ mod tests {
         (0..n)
             .map(|i| summary(&format!("session-{i}"), 1))
             .collect()
+    }
+
+    #[test]
+    fn a_copy_adds_what_its_summary_adds() {
+        use crate::session::{empty_object, Session};
+        let mut session = Session::new(empty_object(), std::time::Duration::from_secs(60), 5);
+        session.version = 7;
+        let live = Entry::Live(session);
+        let (mut by_copy, mut by_summary) = (Digest::default(), Digest::default());
+        by_copy.add_copy("s1", &live);
+        by_summary.add(&Summary::of("s1", &live));
+        assert_eq!(by_copy, by_summary);
+        assert_ne!(by_copy, Digest::default());
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub mod pause;
 mod rebalance;
 mod sync;
 
+pub(crate) use sync::digest as anti_entropy_digest;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -52,7 +54,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -197,8 +199,11 @@ struct Inner {
     runtime: Handle,
     queues: Mutex<HashMap<NodeId, mpsc::Sender<Job>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// Copies a peer missed: session ids per peer, retried by the rebalancer.
+    /// Copies a peer missed: session ids per peer, retried by the rebalancer...
     hints: Mutex<HashMap<NodeId, HashSet<SessionId>>>,
+    /// ...which this wakes when there are new ones (it sleeps while the
+    /// ring is unchanged and nothing is pending).
+    hinted: Notify,
     stats: ReplicationStats,
     progress: HandoffProgress,
     pause: OnceLock<PauseDetector>,
@@ -255,6 +260,7 @@ impl Replication {
             queues: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
             hints: Mutex::new(HashMap::new()),
+            hinted: Notify::new(),
             stats: ReplicationStats::default(),
             progress: HandoffProgress::default(),
             pause: OnceLock::new(),
@@ -636,9 +642,13 @@ impl Replication {
         self.inner.view.load().quorum()
     }
 
-    /// A peer's anti-entropy round with this node (see [`anti_entropy`]).
-    pub fn sync_answer(&self, request: &client::SyncRequest) -> client::SyncReply {
-        sync::answer(&self.inner, request)
+    /// A peer's anti-entropy round with this node (see [`anti_entropy`]),
+    /// answered off the runtime (it walks the store).
+    pub async fn sync_answer(
+        &self,
+        request: client::SyncRequest,
+    ) -> Result<client::SyncReply, client::PeerError> {
+        sync::answer_off_runtime(self.inner.clone(), request).await
     }
 
     /// A peer asks for a lease under `fingerprint`: the term granted, if any.
@@ -1005,6 +1015,7 @@ impl Inner {
             .entry(peer.clone())
             .or_default()
             .insert(id);
+        self.hinted.notify_one();
     }
 
     /// The internal address of a live member.

@@ -110,6 +110,10 @@ pub(super) async fn run(inner: Arc<Inner>, mut views: watch::Receiver<Arc<Cluste
             _ = inner.stop.cancelled() => return,
             changed = views.changed() => if changed.is_err() { return },
             _ = retry => {}
+            // New hints: a replica missed copies with no ring change (slow,
+            // frozen, its outbox full). Without this they would wait for
+            // the next ring change.
+            _ = inner.hinted.notified(), if !pending => {}
         }
         let current = Placement::of(&views.borrow_and_update());
         let mut complete = true;

@@ -26,11 +26,11 @@ fn shared(ring: &Ring, rf: usize, id: &SessionId, owner: &str, holder: &str) -> 
 
 /// The digest of the copies `store` holds of sessions that `owner` owns and
 /// `holder` holds under `ring`.
-fn digest(store: &Store, ring: &Ring, rf: usize, owner: &str, holder: &str) -> Digest {
+pub(crate) fn digest(store: &Store, ring: &Ring, rf: usize, owner: &str, holder: &str) -> Digest {
     let mut digest = Digest::default();
     store.for_each_entry(now_millis(), |id, entry| {
         if shared(ring, rf, id, owner, holder) {
-            digest.add(&Summary::of(id.as_str(), entry));
+            digest.add_copy(id.as_str(), entry);
         }
     });
     digest
@@ -54,6 +54,25 @@ fn summaries(
         }
     });
     out
+}
+
+/// Runs `walk` (a walk over the whole store: milliseconds per 100,000
+/// sessions, see BENCHMARKS.md) on tokio's blocking threads, off the runtime
+/// that serves links and requests.
+async fn off_runtime<T: Send + 'static>(
+    walk: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, PeerError> {
+    tokio::task::spawn_blocking(walk)
+        .await
+        .map_err(|e| PeerError::Failed(format!("anti-entropy walk: {e}")))
+}
+
+/// [`answer`] off the runtime.
+pub(super) async fn answer_off_runtime(
+    inner: Arc<Inner>,
+    request: SyncRequest,
+) -> Result<SyncReply, PeerError> {
+    off_runtime(move || answer(&inner, &request)).await
 }
 
 /// A peer's round with this node: the summaries of the copies that differ
@@ -125,12 +144,14 @@ async fn round(inner: &Arc<Inner>, ring: &Arc<Ring>, peer: &NodeId) -> Result<u6
     let Some(addr) = inner.address(peer) else {
         return Ok(0);
     };
+    let sums = {
+        let (inner, ring, peer) = (inner.clone(), ring.clone(), peer.clone());
+        off_runtime(move || digest(&inner.store, &ring, rf, &inner.self_id, &peer)).await?
+    };
     let request = SyncRequest {
         from: inner.self_id.to_string(),
         fingerprint: ring.fingerprint().to_owned(),
-        sums: digest(&inner.store, ring, rf, &inner.self_id, peer)
-            .sums()
-            .to_vec(),
+        sums: sums.sums().to_vec(),
     };
     let reply = inner.client.sync(&addr, &request).await?;
     if reply.ring_differs || reply.buckets.is_empty() {
@@ -144,7 +165,11 @@ async fn round(inner: &Arc<Inner>, ring: &Arc<Ring>, peer: &NodeId) -> Result<u6
         .copied()
         .filter(|&b| b < anti_entropy::BUCKETS)
         .collect();
-    let mine = summaries(&inner.store, ring, rf, (&inner.self_id, peer), &buckets);
+    let mine = {
+        let (inner, ring, peer) = (inner.clone(), ring.clone(), peer.clone());
+        off_runtime(move || summaries(&inner.store, &ring, rf, (&inner.self_id, &peer), &buckets))
+            .await?
+    };
     let now = now_millis();
     let records: Vec<Record> = to_send(&mine, &reply.summaries)
         .iter()

@@ -2,6 +2,7 @@
 //! and helpers that wait for a condition with a timeout instead of sleeping.
 #![allow(dead_code)]
 
+pub mod firewall;
 pub mod gossip;
 pub mod pki;
 

@@ -1,0 +1,168 @@
+//! A stalled replica holds the owner up in nothing and costs it a bounded
+//! amount of memory, and nothing it missed is lost: the owner's outbox to a
+//! peer is bounded, copies past the bound are kept as hints (one per session,
+//! however many copies of it piled up) and counted, and once the replica
+//! answers again every copy it missed reaches it.
+//!
+//! Two in-process nodes. The stall is real: an iptables rule drops every TCP
+//! segment sent to the replica's internal port (its peer links), while gossip
+//! (UDP) flows, so the replica stays in the ring. Needs root and iptables;
+//! under `CI` it must run (`.ci/run` installs iptables), elsewhere it says why
+//! it skips.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::firewall::{spec, Rules};
+use common::{wait_for, Cluster, WAIT};
+use serde_json::json;
+use sessionmesh::testing::session::{now_millis, replica_copy, Entry, SessionId};
+
+/// More expiry refreshes than the owner's outbox to one peer holds (4,096
+/// copies, plus a batch of 512 in flight).
+const SESSIONS: usize = 6_000;
+/// Long enough that no session expires during the test, however slowly a
+/// loaded machine creates them; a read refreshes a replica's expiry once a
+/// quarter of it ran ahead (15 s after the last copy).
+const TTL: Duration = Duration::from_secs(60);
+
+/// The replica's copy of `id`, if any.
+fn copy(cluster: &Cluster, node: usize, id: &SessionId) -> Option<Entry> {
+    cluster.nodes[node].node().store().entry(id, now_millis())
+}
+
+/// 1. node1 and node2, replication factor 2 (gossip every 2 s: the owner's
+///    leases last 8 s, so it keeps serving from memory while its links to
+///    node2 are stalled); 6,000 sessions created through node1 (it owns them);
+/// 2. once a read would refresh every replica's expiry, node2's internal port
+///    is cut, and every session is read through node1: every read is served;
+///    node1 counts outbox overflows (what did not fit is kept as hints);
+/// 3. the cut is lifted: every session's copy on node2 gets the expiry the
+///    reads gave it, and node1 has no hint left. (Before `hint` woke the
+///    rebalancer, hints waited for the next ring change: with none, the
+///    overflowed refreshes never arrived.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_behind_a_stalled_replica_are_bounded_and_arrive_later() {
+    let cluster = Cluster::start_with(2, |config| {
+        config.replication_factor = 2.try_into().unwrap();
+        config.gossip_interval = Duration::from_secs(2);
+        config.replication_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let owner = cluster.nodes[0].mesh();
+    let started = std::time::Instant::now();
+    let mut ids = Vec::with_capacity(SESSIONS);
+    for i in 0..SESSIONS {
+        let doc = owner
+            .create(json!({"user": format!("u{i}")}), Some(TTL))
+            .await
+            .expect("create through node1");
+        assert_eq!(doc.served_by(), "node1", "node1 mints ids it owns");
+        ids.push(doc.id);
+    }
+    let created_in = started.elapsed();
+    let created = |id: &SessionId| copy(&cluster, 1, id).map(|e| e.expires_at());
+    let before: Vec<u64> = ids
+        .iter()
+        .map(|id| created(id).expect("node2 holds every acknowledged session"))
+        .collect();
+
+    // A read refreshes the replica once the expiry ran a quarter TTL ahead.
+    let due = TTL / 4 + Duration::from_millis(100);
+    wait_for("every refresh to be due", WAIT, || async {
+        let now = now_millis();
+        ids.iter()
+            .all(|id| match copy(&cluster, 0, id) {
+                Some(Entry::Live(s)) => {
+                    now >= s.synced_expires_at - s.ttl_ms + due.as_millis() as u64
+                }
+                _ => false,
+            })
+            .then_some(())
+    })
+    .await;
+
+    // node1 serves from memory only with node2's lease (a new process
+    // grants none in its first term): from then on, for a term without
+    // renewal, so through the cut below.
+    let replication = cluster.nodes[0].node().replication();
+    wait_for("node1 to hold node2's lease", WAIT, || async {
+        replication.lease_held().then_some(())
+    })
+    .await;
+
+    let port = cluster.nodes[1].addrs().internal.port().to_string();
+    let Some(cut) = Rules::drop_all(&[spec(&["-o", "lo", "-p", "tcp", "--dport", &port])]) else {
+        return;
+    };
+    let overflows = || replication.stats().outbox_overflows.load(Ordering::Relaxed);
+    let overflows_before = overflows();
+    for id in &ids {
+        if let Err(error) = owner.get(id).await {
+            panic!(
+                "node1 must serve {id} from memory: {error:?} ({:?} since the first \
+                 creation, {created_in:?} to create them all); node1 holds {:?}",
+                started.elapsed(),
+                copy(&cluster, 0, id)
+            );
+        }
+    }
+    let overflowed = overflows() - overflows_before;
+    assert!(
+        overflowed > 0,
+        "{SESSIONS} refreshes for a stalled peer must overflow its outbox"
+    );
+    let refreshed: Vec<u64> = ids
+        .iter()
+        .map(|id| match copy(&cluster, 0, id) {
+            Some(entry) => replica_copy(&entry).expires_at(),
+            None => panic!("node1 lost {id}"),
+        })
+        .collect();
+    drop(cut);
+    let lifted = std::time::Instant::now();
+
+    let lagging = || {
+        ids.iter()
+            .zip(&refreshed)
+            .filter(|(id, want)| created(id).is_none_or(|got| got < **want))
+            .count()
+    };
+    let arrived = tokio::time::timeout(Duration::from_secs(60), async {
+        while lagging() > 0 {
+            // Paces the poll; the condition above decides.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let example = ids
+        .iter()
+        .zip(&refreshed)
+        .find(|(id, want)| created(id).is_none_or(|got| got < **want))
+        .map(|(id, want)| (id, *want, created(id), copy(&cluster, 0, id)));
+    assert!(
+        arrived.is_ok(),
+        "60 s after the cut was lifted, {} of {SESSIONS} copies on node2 still lack the refresh \
+         ({overflowed} overflowed the outbox, {} hints pending); e.g. {example:?}",
+        lagging(),
+        replication.hints_pending(),
+    );
+    wait_for("node1's hints delivered", WAIT, || async {
+        (replication.hints_pending() == 0).then_some(())
+    })
+    .await;
+    let later = ids
+        .iter()
+        .zip(&before)
+        .filter(|(id, before)| created(id).is_some_and(|got| got > **before))
+        .count();
+    assert_eq!(later, SESSIONS, "every replica's expiry moved on");
+    eprintln!(
+        "{SESSIONS} refreshes behind a stalled replica: {overflowed} overflowed its outbox \
+         and were kept as hints; all on the replica {:?} after the cut was lifted",
+        lifted.elapsed()
+    );
+    cluster.shutdown().await;
+}
