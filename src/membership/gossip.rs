@@ -119,7 +119,7 @@ pub enum DropReason {
     UnknownKey,
     /// A known key id with a wrong MAC: changed on the way, or forged.
     BadMac,
-    /// The sequence is more than [`MAX_SKEW`] from this node's clock: captured
+    /// The sequence is more than `MAX_SKEW` from this node's clock: captured
     /// long ago, or the clocks disagree.
     Stale,
     /// Not newer than the last datagram accepted from its sender.
