@@ -8,7 +8,31 @@
 //! The nodes run the same decisions as the async code: [`WriteRound`] for
 //! writes, [`ReadThrough`] for read-through, [`doubt::regained`] after ring
 //! changes and [`HandoffPass`] for handoff. Leases are left out (tested in
-//! [`super::super::lease`]): the properties here hold without them.
+//! [`super::super::lease`]), and so are hints: what is checked is what these
+//! decisions guarantee on their own, which is what they claim (a paused or
+//! stale writer is refused, an acknowledged write is on `rf` nodes).
+//!
+//! A run is a list of events (a write through some node, a read-through, a
+//! pause, a join or leave; then time passes); each property is a proptest
+//! over such runs, checked as the run goes. The properties that fail on
+//! today's logic are `#[ignore]`d, each with a test that replays a failing
+//! case proptest found and says what happens in it (see `FINDING` below; the
+//! `replay` tool prints the story of any case).
+//!
+//! FINDINGS.
+//! - The later-own-write rule of [`WriteRound`] (a peer's copy that beats the
+//!   one sent but not the writer's copy now counts as stored) cannot tell the
+//!   writer's own later write from another writer's losing copy of the same
+//!   version. Two writers on one copy can both be acknowledged at one
+//!   version, and a write can be acknowledged on refusals alone, held by its
+//!   writer only; a complete read-through then misses it.
+//! - Read-through asks the holders under both rings and the node after the
+//!   current ones, not the second stand-in ([`super::FALLBACKS`] is 2): a
+//!   write acknowledged through the second stand-in, its writer silent, is
+//!   missed by a complete read-through on a holder that missed it.
+//! - A leaving node keeps taking write copies from writers that have not seen
+//!   it leave, after its last handoff pass, and stops with them: a write
+//!   acknowledged through it is on fewer than `rf` nodes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -1271,6 +1295,8 @@ struct Mode {
     concurrent: bool,
     /// The ring changes, one member at a time.
     changes: bool,
+    /// Nodes are paused (their sessions taken over meanwhile).
+    pauses: bool,
 }
 
 /// Runs one simulation: `events` are (kind, node, session, milliseconds to
@@ -1282,7 +1308,7 @@ fn run(checks: Checks, seed: u64, rf: usize, mode: Mode, events: Events) -> Seen
         match kind {
             0..=3 => sim.write(who, session),
             4..=5 => sim.read(who, session),
-            6 => sim.pause(who, 50 + dt * 4),
+            6 if mode.pauses => sim.pause(who, 50 + dt * 4),
             7..=8 if mode.changes => sim.change(who),
             9 if mode.concurrent => sim.write_elsewhere(who, session + dt as usize, session),
             _ => {}
@@ -1314,7 +1340,7 @@ fn cases() -> u32 {
     std::env::var("CORE_CASES")
         .ok()
         .and_then(|c| c.parse().ok())
-        .unwrap_or(64)
+        .unwrap_or(256)
 }
 
 fn events() -> impl Strategy<Value = Events> {
@@ -1323,21 +1349,34 @@ fn events() -> impl Strategy<Value = Events> {
 
 type Events = Vec<(u8, usize, usize, u64)>;
 
+/// One writer per session: the owner, always reachable (network faults only).
+const ONE_WRITER: Mode = Mode {
+    concurrent: false,
+    changes: false,
+    pauses: false,
+};
+/// Pauses: the next holder takes a paused owner's sessions over.
 const STEADY: Mode = Mode {
     concurrent: false,
     changes: false,
+    pauses: true,
 };
+/// Pauses and ring changes.
 const CHANGES: Mode = Mode {
     concurrent: false,
     changes: true,
+    pauses: true,
 };
+/// Pauses and two writers on one copy.
 const RACES: Mode = Mode {
     concurrent: true,
     changes: false,
+    pauses: true,
 };
 const ALL: Mode = Mode {
     concurrent: true,
     changes: true,
+    pauses: true,
 };
 
 proptest! {
@@ -1375,20 +1414,35 @@ proptest! {
     }
 
     /// (2) A read-through that is complete (at most rf - 1 holders silent)
-    /// finds the latest write acknowledged before it started, across ring
-    /// changes.
+    /// finds the latest write acknowledged before it started, with one
+    /// writer per session.
+    #[test]
+    #[ignore = "finding: fails, see a_read_through_misses_a_write_acknowledged_through_the_second_stand_in"]
+    fn a_complete_read_through_finds_the_latest_acknowledged_write(seed in any::<u64>(), rf in 2usize..=3, events in events()) {
+        let checks = Checks { reads: true, ..Checks::default() };
+        run(checks, seed, rf, ONE_WRITER, events);
+    }
+
+    /// (2) across pauses (takeovers) and ring changes.
     #[test]
     #[ignore = "finding: fails, see a_read_through_misses_a_write_acknowledged_on_refusals_alone"]
-    fn a_complete_read_through_finds_the_latest_acknowledged_write(seed in any::<u64>(), rf in 2usize..=3, events in events()) {
+    fn a_complete_read_through_finds_the_latest_acknowledged_write_across_takeovers(seed in any::<u64>(), rf in 2usize..=3, events in events()) {
         let checks = Checks { reads: true, ..Checks::default() };
         run(checks, seed, rf, CHANGES, events);
     }
 
     /// (3) Never two writes of one session acknowledged at one version with
-    /// different data (a paused owner's sessions taken over meanwhile).
+    /// different data, with one writer per session.
+    #[test]
+    fn no_two_writes_are_acknowledged_at_one_version(seed in any::<u64>(), rf in 2usize..=3, events in events()) {
+        let checks = Checks { versions: true, ..Checks::default() };
+        run(checks, seed, rf, ONE_WRITER, events);
+    }
+
+    /// (3) with a paused owner's sessions taken over meanwhile.
     #[test]
     #[ignore = "finding: fails, see a_takeover_after_a_pause_acknowledges_a_second_write_of_one_version"]
-    fn no_two_writes_are_acknowledged_at_one_version(seed in any::<u64>(), rf in 2usize..=3, events in events()) {
+    fn no_two_writes_are_acknowledged_at_one_version_across_takeovers(seed in any::<u64>(), rf in 2usize..=3, events in events()) {
         let checks = Checks { versions: true, ..Checks::default() };
         run(checks, seed, rf, STEADY, events);
     }
@@ -1532,6 +1586,7 @@ fn replay_case(checks: Checks, case: &str) -> Seen {
         Mode {
             concurrent,
             changes,
+            pauses: true,
         },
         events,
     )
@@ -1599,6 +1654,27 @@ fn a_read_through_misses_a_write_acknowledged_on_refusals_alone() {
          0,4,0,80 0,0,2,0 7,0,0,40 0,0,3,110 0,0,0,0 7,0,0,50 0,0,2,140 6,3,0,121 6,0,0,30 \
          6,0,0,130 0,3,0,10 0,0,3,190 0,0,2,50 0,0,0,40 4,0,0,30 0,0,0,10 4,0,0,0 7,0,0,50 \
          0,0,3,30 0,0,0,40 0,0,0,90 0,0,2,20",
+    );
+}
+
+/// FINDING (from (2) with one writer per session, found by proptest). `a`
+/// owns session 3 and writes version 2; its copy to `b` is lost, so is the
+/// one to the first stand-in `c`, and the second stand-in `d` stores it: the
+/// write is acknowledged on `a` and `d`. A read-through on `b` asks the
+/// holders and the node after them (`a`, `c`), not `d`; `a` is silent (one
+/// of `rf` = 2: complete), `c` has nothing, and `b` trusts its version 1.
+/// (The hint for `b` would bring version 2 within a second.)
+#[test]
+#[ignore = "finding: read-through does not ask the second stand-in, which may hold an acknowledged write"]
+fn a_read_through_misses_a_write_acknowledged_through_the_second_stand_in() {
+    let checks = Checks {
+        reads: true,
+        ..Checks::default()
+    };
+    replay_case(
+        checks,
+        "1077750191479505074 2 false false 0,0,0,20 0,0,0,20 4,0,1,30 0,0,3,110 0,0,0,70 \
+         4,2,0,40 0,0,0,40 0,0,0,10 0,0,0,70 0,4,0,110 0,0,0,30 4,1,3,0",
     );
 }
 
