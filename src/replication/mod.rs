@@ -38,6 +38,7 @@
 
 pub mod anti_entropy;
 pub mod client;
+pub mod core;
 pub mod lease;
 pub mod pause;
 mod rebalance;
@@ -58,6 +59,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use self::core::{doubt, Delivery, ReadThrough, Step, Verdict, WriteRound};
 use crate::membership::ClusterView;
 use crate::ring::{NodeId, Ring};
 use crate::session::{
@@ -68,10 +70,8 @@ use client::{InternalClient, PeerError};
 use lease::{LeaseView, Leases, Serve};
 use pause::PauseDetector;
 
+pub use self::core::FALLBACKS;
 pub use rebalance::HandoffProgress;
-
-/// Distinct nodes past the preference list that may stand in for a replica.
-pub const FALLBACKS: usize = 2;
 /// Most records in one replication request.
 const MAX_BATCH: usize = 512;
 
@@ -173,15 +173,6 @@ pub struct ReplicationConfig {
     pub lease_term: Duration,
     /// Time between two anti-entropy rounds (see [`anti_entropy`]).
     pub anti_entropy_interval: Duration,
-}
-
-/// What became of one copy sent to a peer.
-#[derive(Debug)]
-enum Delivery {
-    Stored,
-    Failed,
-    /// The peer holds a copy that wins over it: this one.
-    Superseded(Record),
 }
 
 struct Job {
@@ -667,107 +658,71 @@ impl Replication {
         now < view.held_by_all_until && now >= view.old_grants_until
     }
 
-    /// Sends a new copy to the other holders and waits for enough of them.
+    /// Sends a new copy to the other holders and waits for enough of them
+    /// (the decisions are [`WriteRound`]'s).
     async fn replicate(&self, id: &SessionId, entry: &Entry) -> Result<(), OwnerError> {
         let inner = &self.inner;
         let rf = inner.config.replication_factor;
         let view = inner.view.load_full();
-        let list: Vec<NodeId> = view
-            .ring
-            .preference_list(id.as_bytes(), rf + FALLBACKS)
-            .filter(|n| **n != inner.self_id)
-            .cloned()
-            .collect();
-        let in_pref = view.ring.holds(id.as_bytes(), &inner.self_id, rf);
-        // The other holders of the preference list, then the stand-ins.
-        let holders = if in_pref { rf - 1 } else { rf };
-        let (targets, mut fallbacks) = list.split_at(holders.min(list.len()));
-        // Ring members that vanished without leaving still count: they may be
-        // alive on the other side of a partition, or this node was paused.
-        let required = (rf - 1).min(list.len() + view.missing.len());
-        if required == 0 && targets.is_empty() {
-            return Ok(());
-        }
+        let mut round = WriteRound::plan(
+            &view.ring,
+            id.as_bytes(),
+            &inner.self_id,
+            rf,
+            view.missing.len(),
+        );
         let record = Record {
             write: true,
             ..Record::from_entry(id.as_str(), &replica_copy(entry))
         };
-        let mut acked = 0;
-        let mut pending: Vec<NodeId> = targets.to_vec();
-        while !pending.is_empty() {
+        let mut step = round.start();
+        let verdict = loop {
+            let peers = match step {
+                Step::Send(peers) => peers,
+                Step::Done(verdict) => break verdict,
+            };
+            let (failures, stand_ins) = (round.failures(), round.stand_ins_used());
             let results = futures_util::future::join_all(
-                pending
+                peers
                     .iter()
                     .map(|peer| inner.deliver(peer, *id, record.clone())),
             )
             .await;
-            // A replica that holds a later write of this node's own (its
-            // batches to one peer may overtake each other) holds this one's
-            // change too: that copy is stored, not a sign of a stale writer.
             let own = inner.store.entry(id, now_millis());
-            let results: Vec<Delivery> = results
-                .into_iter()
-                .map(|d| match d {
-                    Delivery::Superseded(record) => {
-                        let later_own = match (record.clone().into_entry(), &own) {
-                            (Some(theirs), Some(own)) => {
-                                !theirs.supersedes(own) && theirs.version() <= own.version()
-                            }
-                            _ => false,
-                        };
-                        match later_own {
-                            true => Delivery::Stored,
-                            false => Delivery::Superseded(record),
-                        }
-                    }
-                    d => d,
-                })
-                .collect();
-            if let Some(newer) = results
-                .iter()
-                .filter_map(|d| match d {
-                    Delivery::Superseded(record) => record.clone().into_entry(),
-                    _ => None,
-                })
-                .reduce(|a, b| if b.supersedes(&a) { b } else { a })
-            {
+            step = round.outcomes(results, own.as_ref());
+            inner
+                .stats
+                .replica_failures
+                .fetch_add((round.failures() - failures) as u64, Ordering::Relaxed);
+            inner.stats.fallbacks.fetch_add(
+                (round.stand_ins_used() - stand_ins) as u64,
+                Ordering::Relaxed,
+            );
+        };
+        match verdict {
+            Verdict::Acknowledged { acked } => {
+                inner
+                    .stats
+                    .replicated
+                    .fetch_add(acked as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            Verdict::Stale { newer } => {
                 // This node wrote on a stale copy: take the newer one instead,
                 // and do not acknowledge.
                 inner.stats.stale_writes.fetch_add(1, Ordering::Relaxed);
                 let version = newer.version();
                 inner.store.replace_own(*id, entry, newer);
-                return Err(OwnerError::Stale { newer: version });
+                Err(OwnerError::Stale { newer: version })
             }
-            let failed = results
-                .iter()
-                .filter(|d| !matches!(d, Delivery::Stored))
-                .count();
-            acked += results.len() - failed;
-            inner
-                .stats
-                .replica_failures
-                .fetch_add(failed as u64, Ordering::Relaxed);
-            if acked >= required {
-                break;
+            Verdict::Failed { acked, required } => {
+                inner
+                    .stats
+                    .replicated
+                    .fetch_add(acked as u64, Ordering::Relaxed);
+                inner.stats.refused_writes.fetch_add(1, Ordering::Relaxed);
+                Err(OwnerError::Replication { acked, required })
             }
-            // Stand-ins for the replicas that did not answer.
-            let take = failed.min(fallbacks.len());
-            pending = fallbacks[..take].to_vec();
-            fallbacks = &fallbacks[take..];
-            inner
-                .stats
-                .fallbacks
-                .fetch_add(take as u64, Ordering::Relaxed);
-        }
-        inner
-            .stats
-            .replicated
-            .fetch_add(acked as u64, Ordering::Relaxed);
-        if acked >= required {
-            Ok(())
-        } else {
-            inner.stats.refused_writes.fetch_add(1, Ordering::Relaxed);
-            Err(OwnerError::Replication { acked, required })
         }
     }
 
@@ -784,46 +739,35 @@ impl Replication {
             inner.stats.read_throughs.fetch_add(1, Ordering::Relaxed);
             let view = inner.view.load_full();
             let rf = inner.config.replication_factor;
-            let mut candidates: Vec<NodeId> = Vec::new();
-            for node in view
-                .previous_ring
-                .preference_list(id.as_bytes(), rf)
-                .chain(view.ring.preference_list(id.as_bytes(), rf + 1))
-            {
-                if **node != *inner.self_id && !candidates.contains(node) {
-                    candidates.push(node.clone());
-                }
-            }
+            let candidates = ReadThrough::candidates(
+                &view.previous_ring,
+                &view.ring,
+                id.as_bytes(),
+                &inner.self_id,
+                rf,
+            );
             // A candidate with no address left gracefully (not a member, not
             // missing): it handed its copies off, so nothing is asked of it.
-            // One that is leaving handed its copies off before it stopped
-            // answering: its silence does not count.
             let fetches = candidates.iter().filter_map(|node| {
                 let addr = view.internal_addr(node)?.to_owned();
                 let leaving = view
                     .member(node)
                     .is_some_and(|m| m.status == crate::membership::Status::Leaving);
                 let client = inner.client.clone();
-                Some(async move {
-                    match client.fetch(&addr, &id).await {
-                        Err(_) if leaving => Ok(None),
-                        answer => answer,
-                    }
-                })
+                Some(async move { (leaving, client.fetch(&addr, &id).await) })
             });
             let answers = futures_util::future::join_all(fetches).await;
-            // Every acknowledged write is on `rf` holders of the ring it was
-            // made under, this node's current or previous one (one change at
-            // a time): with fewer than `rf` holders silent, one of them
-            // answered. More than that, and a newer copy may be out of reach.
-            let silent = answers.iter().filter(|a| a.is_err()).count();
-            // A node that does not see a majority of the nodes it knows may be
-            // the cut-off side of a partition: the others may have written the
-            // session under a ring it never saw, whose holders it did not ask.
-            // It trusts nothing it cannot confirm with at least one of them.
-            let complete = silent < rf.max(1) && (view.quorum() || silent < answers.len());
+            let mut read = ReadThrough::new(rf, view.quorum());
+            for (leaving, answer) in &answers {
+                match answer {
+                    Ok(_) => read.answered(),
+                    Err(_) => read.silent(*leaving),
+                }
+            }
+            let complete = read.complete();
             let mut found = false;
-            for record in answers.into_iter().filter_map(|r| r.ok().flatten()) {
+            for (_, answer) in answers {
+                let Ok(Some(record)) = answer else { continue };
                 if let Some(entry) = record.into_entry() {
                     found |= inner.store.merge(id, entry, now_millis());
                 }
@@ -861,8 +805,7 @@ impl Inner {
         let rf = self.config.replication_factor;
         !Arc::ptr_eq(&old, &view.ring)
             && self.store.known(id, now_millis()) == Known::Live
-            && view.ring.holds(id.as_bytes(), &self.self_id, rf)
-            && !old.holds(id.as_bytes(), &self.self_id, rf)
+            && doubt::regained(&old, &view.ring, id.as_bytes(), &self.self_id, rf)
     }
 
     /// Puts in doubt the copies this node holds under `ring` but did not under
@@ -874,9 +817,9 @@ impl Inner {
         }
         let rf = self.config.replication_factor;
         let me = &self.self_id;
-        let doubted = self.store.doubt_where(|id| {
-            ring.holds(id.as_bytes(), me, rf) && !old.holds(id.as_bytes(), me, rf)
-        });
+        let doubted = self
+            .store
+            .doubt_where(|id| doubt::regained(&old, ring, id.as_bytes(), me, rf));
         self.doubted_for.store(ring.clone());
         self.stats
             .doubted_copies
@@ -963,7 +906,7 @@ impl Inner {
                         return Delivery::Failed;
                     }
                     return match ack.superseded.into_iter().find(|r| r.id == id.as_str()) {
-                        Some(newer) => Delivery::Superseded(newer),
+                        Some(newer) => superseded_by(newer),
                         None => Delivery::Stored,
                     };
                 }
@@ -1143,6 +1086,14 @@ async fn renew_leases(inner: Arc<Inner>, mut views: watch::Receiver<Arc<ClusterV
     }
 }
 
+/// What became of a write's copy that a peer answered with its own: a
+/// delivery failure when that copy cannot be read.
+fn superseded_by(newer: Record) -> Delivery {
+    newer
+        .into_entry()
+        .map_or(Delivery::Failed, Delivery::Superseded)
+}
+
 /// The task that drains one peer's queue, a batch per request.
 async fn peer_queue(inner: Arc<Inner>, peer: NodeId, mut rx: mpsc::Receiver<Job>) {
     loop {
@@ -1181,7 +1132,7 @@ async fn peer_queue(inner: Arc<Inner>, peer: NodeId, mut rx: mpsc::Receiver<Job>
             let refused = refused.iter().any(|r| r == job.id.as_str());
             let delivery = match newer.get(job.id.as_str()).cloned() {
                 _ if !ok || refused => Delivery::Failed,
-                Some(record) if job.ack.is_some() => Delivery::Superseded(record),
+                Some(record) if job.ack.is_some() => superseded_by(record),
                 Some(record) => {
                     // A refresh or handoff copy that the peer beats: learn from it.
                     inner.take_newer(vec![record]);

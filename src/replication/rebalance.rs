@@ -3,13 +3,11 @@
 //!
 //! The rebalancer remembers the placement (ring plus member generations) whose
 //! copies it last finished distributing. When the current placement differs, it
-//! walks the store shard by shard and, for each entry:
-//! - if this node still holds the session under the new ring, and is the first
-//!   surviving holder under the old ring, it sends the entry to every holder that
-//!   is new (not a holder before, or restarted since: a new generation has an
-//!   empty memory);
-//! - if this node no longer holds it, it sends the entry to every new holder and,
-//!   once all deliveries of the pass succeeded, drops its own copy.
+//! walks the store shard by shard and asks a [`HandoffPass`] where each entry
+//! goes and which copies it may drop (see [`super::core::handoff`]): the first
+//! surviving holder sends each entry to its new holders, a node that no longer
+//! holds it sends it to all of them and drops its copy once every delivery of
+//! the pass succeeded.
 //!
 //! Receivers merge by version, so a copy sent twice or late changes nothing.
 //! Sends are batched per target and throttled to `handoff_rate` copies per
@@ -25,6 +23,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::core::{HandoffPass, Placement};
 use super::{Inner, MAX_BATCH};
 use crate::membership::ClusterView;
 use crate::ring::{NodeId, Ring};
@@ -57,38 +56,6 @@ pub struct HandoffProgress {
     /// The ring whose placement is fully distributed.
     #[serde(skip)]
     pub synced: watch::Sender<Option<Arc<Ring>>>,
-}
-
-/// A ring and the generations of its members: a restarted member (new
-/// generation) lost its memory and must be sent its copies again.
-#[derive(Clone)]
-struct Placement {
-    ring: Arc<Ring>,
-    generations: HashMap<NodeId, u64>,
-}
-
-impl Placement {
-    fn of(view: &ClusterView) -> Placement {
-        let generations = view
-            .ring
-            .nodes()
-            .iter()
-            .filter_map(|n| Some((n.clone(), view.member(n)?.generation)))
-            .collect();
-        Placement {
-            ring: view.ring.clone(),
-            generations,
-        }
-    }
-
-    fn same(&self, other: &Placement) -> bool {
-        self.ring.fingerprint() == other.ring.fingerprint() && self.generations == other.generations
-    }
-
-    /// Whether `node` was in this placement with the same generation as in `now`.
-    fn kept(&self, node: &NodeId, now: &Placement) -> bool {
-        matches!((self.generations.get(node), now.generations.get(node)), (Some(a), Some(b)) if a == b)
-    }
 }
 
 pub(super) async fn run(inner: Arc<Inner>, mut views: watch::Receiver<Arc<ClusterView>>) {
@@ -140,11 +107,10 @@ async fn pass(inner: &Arc<Inner>, old: &Placement, new: &Placement) -> bool {
     for counter in [&progress.to_move, &progress.moved, &progress.failed] {
         counter.store(0, Ordering::Relaxed);
     }
-    let me = &inner.self_id;
     let rf = inner.config.replication_factor;
+    let mut handoff: HandoffPass<SessionId> =
+        HandoffPass::new(old.clone(), new.clone(), inner.self_id.clone(), rf);
     let mut batches: HashMap<NodeId, Vec<Record>> = HashMap::new();
-    let mut to_drop: Vec<(SessionId, u64)> = Vec::new();
-    let mut ok = true;
     let mut throttle = Throttle::new(inner.config.handoff_rate);
 
     for shard in 0..inner.store.shard_count() {
@@ -153,29 +119,7 @@ async fn pass(inner: &Arc<Inner>, old: &Placement, new: &Placement) -> bool {
             return false;
         }
         for (id, entry) in inner.store.shard_entries(shard, now_millis()) {
-            let key = id.as_bytes();
-            let new_holders: Vec<&NodeId> = new.ring.preference_list(key, rf).collect();
-            if new_holders.is_empty() {
-                continue;
-            }
-            let old_holders: Vec<&NodeId> = old.ring.preference_list(key, rf).collect();
-            let keep = new_holders.contains(&me);
-            let targets: Vec<&NodeId> = if keep {
-                // The first old holder still here (same generation) sends; if
-                // none survived, every remaining holder does.
-                let sender = old_holders.iter().find(|n| old.kept(n, new));
-                if sender.is_some_and(|s| *s != me) {
-                    continue;
-                }
-                new_holders
-                    .iter()
-                    .copied()
-                    .filter(|n| *n != me && !(old_holders.contains(n) && old.kept(n, new)))
-                    .collect()
-            } else {
-                to_drop.push((id, entry.version()));
-                new_holders
-            };
+            let targets = handoff.entry(id, id.as_bytes(), entry.version());
             if targets.is_empty() {
                 continue;
             }
@@ -186,25 +130,25 @@ async fn pass(inner: &Arc<Inner>, old: &Placement, new: &Placement) -> bool {
                 batch.push(record.clone());
                 if batch.len() >= MAX_BATCH {
                     let batch = std::mem::take(batch);
-                    ok &= send(inner, target, batch, &mut throttle).await;
+                    handoff.sent(send(inner, &target, batch, &mut throttle).await);
                 }
             }
         }
     }
     for (target, batch) in batches {
         if !batch.is_empty() {
-            ok &= send(inner, &target, batch, &mut throttle).await;
+            handoff.sent(send(inner, &target, batch, &mut throttle).await);
         }
     }
-    if ok {
-        let dropped = to_drop
-            .iter()
-            .filter(|(id, version)| inner.store.discard(id, *version))
-            .count();
-        progress
-            .dropped
-            .fetch_add(dropped as u64, Ordering::Relaxed);
-    }
+    let ok = handoff.ok();
+    let dropped = handoff
+        .drops()
+        .iter()
+        .filter(|(id, version)| inner.store.discard(id, *version))
+        .count();
+    progress
+        .dropped
+        .fetch_add(dropped as u64, Ordering::Relaxed);
     let elapsed = started.elapsed();
     let moved = progress.moved.load(Ordering::Relaxed);
     progress
