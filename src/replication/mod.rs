@@ -670,7 +670,8 @@ impl Replication {
             &inner.self_id,
             rf,
             view.missing.len(),
-        );
+        )
+        .sending(entry);
         let record = Record {
             write: true,
             ..Record::from_entry(id.as_str(), &replica_copy(entry))
