@@ -265,6 +265,8 @@ pub struct Metrics {
     pub anti_entropy_rounds: Counter,
     /// Copies kept as hints because a peer's outbox was full.
     pub outbox_overflows: Counter,
+    /// Copies from peers refused because this node was leaving.
+    pub copies_refused_leaving: Counter,
     /// Signed internal requests refused because they came again (a replay).
     pub replayed_requests: Counter,
     /// Dashboard overviews gathered from every member (concurrent requests
@@ -421,6 +423,10 @@ impl Metrics {
             "outbox_overflows",
             "Copies for a peer kept as hints (re-sent later, one per session) because its outbox was full: the peer is slow or frozen",
         );
+        let copies_refused_leaving = counter(
+            "copies_refused_leaving",
+            "Copies from peers refused because this node was leaving (its last handoff may be over: the writer sends them to a stand-in)",
+        );
         let anti_entropy_sessions = counter(
             "anti_entropy_sessions",
             "Copies anti-entropy sent to a holder that lacked them or held another version",
@@ -473,6 +479,7 @@ impl Metrics {
             anti_entropy_rounds,
             anti_entropy_sessions,
             outbox_overflows,
+            copies_refused_leaving,
             dashboard_gathers,
             replayed_requests,
             refused_copies,
@@ -609,6 +616,10 @@ impl Metrics {
         set(&self.stale_writes, load(&stats.stale_writes));
         set(&self.anti_entropy_rounds, load(&stats.anti_entropy_rounds));
         set(&self.outbox_overflows, load(&stats.outbox_overflows));
+        set(
+            &self.copies_refused_leaving,
+            load(&stats.copies_refused_leaving),
+        );
         set(
             &self.anti_entropy_sessions,
             load(&stats.anti_entropy_copies),

@@ -802,3 +802,91 @@ async fn five_nodes_serve_everything_and_a_stopped_node_leaves_every_ring() {
     }
     cluster.shutdown().await;
 }
+
+/// A node that announced `leaving` takes no copy from a peer: its last handoff
+/// pass may be over, and it would stop with the copy (a write acknowledged
+/// through it would then be on fewer nodes than the replication factor; the
+/// replication core's simulation found it). A writer that has not seen the
+/// leave yet is told `leaving`, counts a failed delivery and sends its copy
+/// to a stand-in instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaving_node_takes_no_copy() {
+    let cluster = Cluster::start(3).await;
+    let leaver = cluster.nodes[2].mesh().clone();
+    let leave = tokio::spawn(async move { leaver.leave().await });
+    let node3 = cluster.nodes[2].node();
+    wait_for("node3 to see itself leaving", WAIT, || async {
+        let view = node3.view();
+        view.member(node3.id())
+            .is_some_and(|m| m.status.as_str() == "leaving")
+            .then_some(())
+    })
+    .await;
+
+    // A write's copy from node1, which has not seen the leave (as far as the
+    // copy's sender goes: it is signed as node1's).
+    let signer = sessionmesh::testing::auth::Signer::new(cluster.secrets.cluster.clone());
+    let replicate = sessionmesh::testing::replication::client::REPLICATE_PATH;
+    let id = sessionmesh::testing::session::SessionId::random();
+    let now = sessionmesh::testing::session::now_millis();
+    let body = format!(
+        r#"{{"from":"node1","records":[{{"id":"{id}","version":1,"updated_at":{now},"created_at":{now},"expires_at":{},"ttl_ms":60000,"data":{{"n":1}},"write":true}}]}}"#,
+        now + 60_000
+    );
+    let refused_before = node3
+        .replication()
+        .stats()
+        .copies_refused_leaving
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let ack: Value = cluster
+        .http
+        .post(cluster.internal_url(2, replicate))
+        .header(
+            sessionmesh::testing::auth::HEADER,
+            signer.sign("node1", "POST", replicate, body.as_bytes()),
+        )
+        .header(
+            sessionmesh::testing::auth::DIGEST_HEADER,
+            sessionmesh::testing::auth::body_digest(body.as_bytes()),
+        )
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&ack["leaving"], &ack["applied"]),
+        (&json!(true), &json!(0)),
+        "{ack}"
+    );
+    assert!(
+        node3.replication().copy(&id).is_none(),
+        "node3 kept the copy"
+    );
+    let refused = node3
+        .replication()
+        .stats()
+        .copies_refused_leaving
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(refused - refused_before, 1);
+    let metrics = cluster
+        .http
+        .get(cluster.url(2, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("sessionmesh_copies_refused_leaving_total ") && !l.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+    leave.await.unwrap();
+    cluster.shutdown().await;
+}

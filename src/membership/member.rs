@@ -16,6 +16,9 @@ pub const KEY_PUBLIC_ADDR: &str = "public_addr";
 pub const KEY_INTERNAL_ADDR: &str = "internal_addr";
 /// Gossip key: the node's [`Status`].
 pub const KEY_STATUS: &str = "status";
+/// Gossip key, `true` once a leaving node's last handoff pass is over (see
+/// [`Member::handed_off`]).
+pub const KEY_HANDED_OFF: &str = "handed_off";
 
 /// A node's life cycle: only `Ready` members are in the ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -67,6 +70,10 @@ pub struct Member {
     pub internal_addr: String,
     pub gossip_addr: SocketAddr,
     pub status: Status,
+    /// A leaving member whose last handoff pass is over: every copy it holds
+    /// is on the new holders too, and it takes no more. Its silence says
+    /// nothing about any session (read-through does not ask it).
+    pub handed_off: bool,
 }
 
 impl Member {
@@ -80,6 +87,7 @@ impl Member {
             internal_addr: valid_host_port(state.get(KEY_INTERNAL_ADDR)?)?,
             gossip_addr: id.gossip_advertise_addr,
             status: state.get(KEY_STATUS)?.parse().ok()?,
+            handed_off: state.get(KEY_HANDED_OFF) == Some("true"),
         })
     }
 }

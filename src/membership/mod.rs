@@ -19,8 +19,8 @@ use admission::Admission;
 pub use admission::{prove, Proof, ADMISSION_PATH};
 
 pub use member::{
-    latest_generations, live_members, Member, Status, KEY_INTERNAL_ADDR, KEY_PUBLIC_ADDR,
-    KEY_STATUS,
+    latest_generations, live_members, Member, Status, KEY_HANDED_OFF, KEY_INTERNAL_ADDR,
+    KEY_PUBLIC_ADDR, KEY_STATUS,
 };
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -295,6 +295,7 @@ impl Membership {
                 internal_addr: config.internal_advertise.clone(),
                 gossip_addr: config.gossip_advertise,
                 status: config.initial_status,
+                handed_off: false,
             });
             admission.schedule(&members);
             let admitted = BTreeSet::from([self_id.clone()]);
@@ -417,6 +418,14 @@ impl Membership {
     pub async fn set_status(&self, status: Status) {
         self.chitchat
             .with_chitchat(|c| c.self_node_state().set(KEY_STATUS, status.as_str()))
+            .await;
+    }
+
+    /// Gossips that this leaving node's last handoff pass is over (see
+    /// [`Member::handed_off`]).
+    pub async fn set_handed_off(&self) {
+        self.chitchat
+            .with_chitchat(|c| c.self_node_state().set(KEY_HANDED_OFF, "true"))
             .await;
     }
 

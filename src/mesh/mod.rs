@@ -809,8 +809,12 @@ impl Mesh {
         let started = Instant::now();
         tracing::info!(node = %node.id(), "leaving the cluster");
         node.set_status(Status::Leaving).await;
-        if !node.replication().wait_handed_off(grace).await {
-            tracing::warn!(node = %node.id(), ?grace, "handoff did not finish within shutdown_grace");
+        match node.replication().wait_handed_off(grace).await {
+            // Read-through on the others stops asking this node.
+            true => node.membership().set_handed_off().await,
+            false => {
+                tracing::warn!(node = %node.id(), ?grace, "handoff did not finish within shutdown_grace")
+            }
         }
         let rounds =
             (node.config().gossip_interval * 3).min(grace.saturating_sub(started.elapsed()));

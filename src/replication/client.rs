@@ -57,6 +57,10 @@ pub struct BatchAck {
     /// copies).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<String>,
+    /// The receiver is leaving and took none of the copies (absent from
+    /// versions before leavers refused copies).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leaving: bool,
 }
 
 /// A request for an ownership lease.

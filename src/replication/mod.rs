@@ -110,6 +110,8 @@ pub struct Applied {
     pub superseded: Vec<Record>,
     /// Ids of copies refused because their data is over `max_session_bytes`.
     pub refused: Vec<String>,
+    /// Whether every copy was refused because this node is leaving.
+    pub leaving: bool,
 }
 
 /// Counters shown in `/api/cluster` (and exported as metrics).
@@ -154,6 +156,8 @@ pub struct ReplicationStats {
     /// Copies not queued because the peer's outbox was full ([`OUTBOX_JOBS`]):
     /// kept as hints instead.
     pub outbox_overflows: AtomicU64,
+    /// Copies from peers refused because this node was leaving.
+    pub copies_refused_leaving: AtomicU64,
 }
 
 /// Settings of the replication layer.
@@ -491,12 +495,14 @@ impl Replication {
             applied,
             superseded,
             refused,
+            leaving,
         } = self.apply(batch.records);
         serde_json::to_vec(&client::BatchAck {
             received,
             applied,
             superseded,
             refused,
+            leaving,
         })
     }
 
@@ -504,12 +510,28 @@ impl Replication {
     /// store, this node's copy wherever it wins over the one received (for a
     /// write: wherever the write does not follow it), and the ids of copies
     /// refused for their size.
+    ///
+    /// A node that announced `leaving` takes none: its last handoff pass may
+    /// be over, and it would stop with them. A writer that has not seen the
+    /// leave yet counts the refusal as a failed delivery and sends its copy to
+    /// a stand-in instead.
     pub fn apply(&self, records: Vec<Record>) -> Applied {
         let now = now_millis();
         let stats = &self.inner.stats;
         stats
             .copies_received
             .fetch_add(records.len() as u64, Ordering::Relaxed);
+        if self.inner.leaving() {
+            stats
+                .copies_refused_leaving
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            return Applied {
+                applied: 0,
+                superseded: Vec::new(),
+                refused: Vec::new(),
+                leaving: true,
+            };
+        }
         let mut applied = 0;
         let mut superseded = Vec::new();
         let mut refused = Vec::new();
@@ -553,6 +575,7 @@ impl Replication {
             applied,
             superseded,
             refused,
+            leaving: false,
         }
     }
 
@@ -733,44 +756,20 @@ impl Replication {
     /// Returns whether enough holders answered that one of them holds any
     /// acknowledged write (all but `replication_factor - 1`): only then is what
     /// this node holds now trusted (its doubt lifted), and a miss definitive.
+    /// When the ring changed while it asked, it asks again under the new one
+    /// ([`MOVED_ROUNDS`] rounds at most).
     async fn read_through(&self, id: &SessionId) -> bool {
         let inner = self.inner.clone();
         let id = *id;
         let lookup = async move {
             inner.stats.read_throughs.fetch_add(1, Ordering::Relaxed);
-            let view = inner.view.load_full();
-            let rf = inner.config.replication_factor;
-            let candidates = ReadThrough::candidates(
-                &view.previous_ring,
-                &view.ring,
-                id.as_bytes(),
-                &inner.self_id,
-                rf,
-            );
-            // A candidate with no address left gracefully (not a member, not
-            // missing): it handed its copies off, so nothing is asked of it.
-            let fetches = candidates.iter().filter_map(|node| {
-                let addr = view.internal_addr(node)?.to_owned();
-                let leaving = view
-                    .member(node)
-                    .is_some_and(|m| m.status == crate::membership::Status::Leaving);
-                let client = inner.client.clone();
-                Some(async move { (leaving, client.fetch(&addr, &id).await) })
-            });
-            let answers = futures_util::future::join_all(fetches).await;
-            let mut read = ReadThrough::new(rf, view.quorum());
-            for (leaving, answer) in &answers {
-                match answer {
-                    Ok(_) => read.answered(),
-                    Err(_) => read.silent(*leaving),
-                }
-            }
-            let complete = read.complete();
             let mut found = false;
-            for (_, answer) in answers {
-                let Ok(Some(record)) = answer else { continue };
-                if let Some(entry) = record.into_entry() {
-                    found |= inner.store.merge(id, entry, now_millis());
+            let mut complete = false;
+            for _ in 0..MOVED_ROUNDS {
+                let (round, moved) = inner.ask_holders(&id, &mut found).await;
+                complete = round;
+                if !moved {
+                    break;
                 }
             }
             if complete {
@@ -789,7 +788,57 @@ impl Replication {
     }
 }
 
+/// Rounds of one read-through when the ring keeps changing while it asks.
+const MOVED_ROUNDS: usize = 3;
+
 impl Inner {
+    /// One round of a read-through (see [`Replication::read_through`]):
+    /// asks the holders under the current and previous rings, merges their
+    /// copies (`found` when one changed the store), and says whether the
+    /// answers make it complete, and whether the ring changed meanwhile.
+    async fn ask_holders(&self, id: &SessionId, found: &mut bool) -> (bool, bool) {
+        let id = *id;
+        let view = self.view.load_full();
+        let rf = self.config.replication_factor;
+        let candidates = ReadThrough::candidates(
+            &view.previous_ring,
+            &view.ring,
+            id.as_bytes(),
+            &self.self_id,
+            rf,
+        );
+        // A candidate with no address left gracefully (not a member, not
+        // missing), and one that says its last handoff pass is over: it
+        // handed its copies off, so nothing is asked of it.
+        let fetches = candidates.iter().filter_map(|node| {
+            if view.member(node).is_some_and(|m| m.handed_off) {
+                return None;
+            }
+            let addr = view.internal_addr(node)?.to_owned();
+            let client = self.client.clone();
+            Some(async move { client.fetch(&addr, &id).await })
+        });
+        let answers = futures_util::future::join_all(fetches).await;
+        let mut read = ReadThrough::new(rf, view.quorum());
+        for answer in &answers {
+            match answer {
+                Ok(_) => read.answered(),
+                Err(_) => read.silent(),
+            }
+        }
+        let moved = self.view.load().ring.fingerprint() != view.ring.fingerprint();
+        if moved {
+            read.moved();
+        }
+        for answer in answers {
+            let Ok(Some(record)) = answer else { continue };
+            if let Some(entry) = record.into_entry() {
+                *found |= self.store.merge(id, entry, now_millis());
+            }
+        }
+        (read.complete(), moved)
+    }
+
     /// Now on the lease clock.
     fn now_ms(&self) -> lease::Millis {
         self.clock.elapsed().as_millis() as u64
@@ -903,7 +952,7 @@ impl Inner {
                 .await
             {
                 Some(Ok(ack)) => {
-                    if ack.refused.iter().any(|r| r == id.as_str()) {
+                    if ack.leaving || ack.refused.iter().any(|r| r == id.as_str()) {
                         return Delivery::Failed;
                     }
                     return match ack.superseded.into_iter().find(|r| r.id == id.as_str()) {
@@ -953,6 +1002,14 @@ impl Inner {
         }
     }
 
+    /// Whether this node announced `leaving` (it is out of its own ring).
+    fn leaving(&self) -> bool {
+        self.view
+            .load()
+            .member(&self.self_id)
+            .is_some_and(|m| m.status == crate::membership::Status::Leaving)
+    }
+
     fn hint(&self, peer: &NodeId, id: SessionId) {
         self.hints
             .lock()
@@ -980,6 +1037,9 @@ impl Inner {
                 return Err(PeerError::Failed(format!("{peer} is not a live member")));
             };
             match self.client.push(&addr, records.clone()).await {
+                Ok(ack) if ack.leaving => {
+                    return Err(PeerError::Failed(format!("{peer} is leaving")));
+                }
                 Ok(ack) if !ack.refused.is_empty() => {
                     // Not retried: the peer's limit will not change. The copies
                     // stay here (nothing is discarded on a failed push).
@@ -1121,8 +1181,8 @@ async fn peer_queue(inner: Arc<Inner>, peer: NodeId, mut rx: mpsc::Receiver<Job>
             None => None,
         };
         let ok = answer.is_some();
-        let (superseded, refused) = answer
-            .map(|ack| (ack.superseded, ack.refused))
+        let (superseded, refused, leaving) = answer
+            .map(|ack| (ack.superseded, ack.refused, ack.leaving))
             .unwrap_or_default();
         let newer: HashMap<String, Record> =
             superseded.into_iter().map(|r| (r.id.clone(), r)).collect();
@@ -1132,7 +1192,7 @@ async fn peer_queue(inner: Arc<Inner>, peer: NodeId, mut rx: mpsc::Receiver<Job>
             }
             let refused = refused.iter().any(|r| r == job.id.as_str());
             let delivery = match newer.get(job.id.as_str()).cloned() {
-                _ if !ok || refused => Delivery::Failed,
+                _ if !ok || refused || leaving => Delivery::Failed,
                 Some(record) if job.ack.is_some() => superseded_by(record),
                 Some(record) => {
                     // A refresh or handoff copy that the peer beats: learn from it.
