@@ -48,6 +48,13 @@ pub fn plan<'a>(
     targets
 }
 
+/// Whether `plan` (for `ring`, `from_peer` as given to [`plan`]) serves the
+/// session here because this node is its owner: not for a peer, not with an
+/// empty ring, and this node first.
+pub fn owned_here(plan: &[Target<'_>], ring: &Ring, from_peer: bool) -> bool {
+    !from_peer && !ring.is_empty() && plan.first() == Some(&Target::Here)
+}
+
 /// How asking a holder failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
@@ -80,6 +87,7 @@ mod tests {
             let me = ["a", "b", "c", "d"][me];
             let owner = ring.owner(&key).unwrap();
             let plan = plan(&ring, &key, me, 2, from_peer);
+            prop_assert_eq!(owned_here(&plan, &ring, from_peer), !from_peer && &**owner == me);
             if from_peer || &**owner == me {
                 prop_assert_eq!(plan, vec![Target::Here]);
             } else {

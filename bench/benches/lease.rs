@@ -6,7 +6,10 @@
 //! ring lookup and two compares; else the rules: the session's holders in
 //! the view's ring, the grants held from the others). Also its parts, the
 //! rules for a session the node does not own, and the cheapest form of the
-//! owner's answer (`Replication::lease_held`: clock, load, two compares).
+//! owner's answer (`Replication::lease_held`: clock, load, two compares), and
+//! the check as the owner's read path makes it now, with the ring under which
+//! routing found the node the owner (`owner_read_check_routed`: clock, load,
+//! a pointer compare, two compares).
 //!
 //! A 3-node view with replication factor 2 and every grant held, as on a
 //! healthy cluster; 128 virtual nodes per node, as the nodes' default.
@@ -67,6 +70,21 @@ fn lease_check(c: &mut Criterion) {
             i = (i + 1) % keys.len();
             let key = black_box(keys[i].as_bytes());
             black_box(published.load().may_serve(key, now_ms()) == Serve::Now)
+        })
+    });
+    // The check as the owner's read path makes it: routing found this node
+    // the owner under the membership view's ring, which the lease view
+    // shares, so no second ring lookup (`LeaseView::may_serve_owned`).
+    let ring = view.ring.clone();
+    assert_eq!(
+        view.may_serve_owned(&ring, keys[0].as_bytes(), now),
+        Serve::Now
+    );
+    group.bench_function("owner_read_check_routed", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            let key = black_box(keys[i].as_bytes());
+            black_box(published.load().may_serve_owned(&ring, key, now_ms()) == Serve::Now)
         })
     });
     group.bench_function("clock_read", |b| b.iter(|| black_box(now_ms())));

@@ -126,7 +126,7 @@ async fn answer(node: web::Data<Node>, frame: Frame) -> Bytes {
             ),
             Ok(request) => {
                 node.metrics().link_ops.inc();
-                let reply = match node.serve(request).await {
+                let reply = match node.serve(request, None).await {
                     Ok(Some(doc)) => Reply::Session(DocumentWire::from(&doc)),
                     Ok(None) => Reply::Deleted,
                     Err(error) => Reply::Error(ErrorWire::from(&error)),
@@ -148,7 +148,7 @@ async fn answer(node: web::Data<Node>, frame: Frame) -> Bytes {
                     // The data goes straight from the store into the reply.
                     let found = node
                         .replication()
-                        .read(&id, |s| {
+                        .read(&id, None, |s| {
                             Frame::encode(frame.id, FOUND, s.data.get().as_bytes(), &mut out)
                         })
                         .await;

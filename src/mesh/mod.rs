@@ -713,7 +713,7 @@ impl Mesh {
             Some(id) => id.as_bytes(),
             // A creation is served here when this node can own the new id.
             None if from_peer || view.ring.is_empty() || view.ring.contains(node.id()) => {
-                return node.serve(request).await;
+                return node.serve(request, None).await;
             }
             // Else by the owner of a random id, which mints one of its own.
             None => {
@@ -723,14 +723,18 @@ impl Mesh {
         };
         let copies = node.config().replication_factor.get();
         let mut failure = None;
-        for target in routing::plan(&view.ring, key, node.id(), copies, from_peer) {
+        let plan = routing::plan(&view.ring, key, node.id(), copies, from_peer);
+        // Served here as the owner under this ring: the lease check needs no
+        // second ring lookup.
+        let owned = routing::owned_here(&plan, &view.ring, from_peer).then_some(&view.ring);
+        for target in plan {
             if failure.is_some() {
                 // The owner (or an earlier holder) is down: a replica takes over.
                 let stats = node.replication().stats();
                 stats.takeovers.fetch_add(1, Ordering::Relaxed);
             }
             let holder = match target {
-                Target::Here => return node.serve(request).await,
+                Target::Here => return node.serve(request, owned).await,
                 Target::Peer(holder) => holder,
             };
             let Some(addr) = view.internal_addr(holder) else {
@@ -754,7 +758,7 @@ impl Mesh {
         }
         match failure {
             Some(error) => Err(error),
-            None => node.serve(request).await,
+            None => node.serve(request, None).await,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Replicated writes, read-through and doubt are the replication layer's; this
 //! module turns requests into its calls and its outcomes into [`Error`]s.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
@@ -12,6 +13,7 @@ use super::{Document, Error};
 use crate::node::Node;
 use crate::protocol::{Field, Request};
 use crate::replication::OwnerError;
+use crate::ring::Ring;
 use crate::session::{
     check_version, empty_object, now_millis, to_raw, Change, Session, SessionId, WriteError,
 };
@@ -130,15 +132,20 @@ impl Node {
     }
 
     /// Executes `request` on this node's copy of the session. `Ok(None)` for a
-    /// deletion.
-    pub(crate) async fn serve(&self, request: Request) -> Result<Option<Document>, Error> {
+    /// deletion. `owned`: the ring under which routing found this node the
+    /// session's owner, if it did.
+    pub(crate) async fn serve(
+        &self,
+        request: Request,
+        owned: Option<&Arc<Ring>>,
+    ) -> Result<Option<Document>, Error> {
         let replication = self.replication();
         let default_ttl = self.config().session_ttl;
         let now = now_millis();
         let document = |id: SessionId| move |s: &Session| self.document(id, s);
         let written = match request {
             Request::Get { id } | Request::Touch { id, ttl_ms: None } => {
-                return match replication.read(&id, document(id)).await? {
+                return match replication.read(&id, owned, document(id)).await? {
                     Some(doc) => Ok(Some(doc)),
                     None => Err(Error::NotFound),
                 };

@@ -349,12 +349,16 @@ impl Replication {
     /// `Ok(None)` only when this node knows the session is not there (every
     /// holder it asked answered); when a holder that might have it could not
     /// be asked, [`OwnerError::Unreachable`]: the caller should retry.
+    ///
+    /// `owned`: the ring under which routing found this node the session's
+    /// owner, if it did (it spares the lease check a ring lookup).
     pub async fn read<T>(
         &self,
         id: &SessionId,
+        owned: Option<&Arc<Ring>>,
         f: impl FnOnce(&Session) -> T,
     ) -> Result<Option<T>, OwnerError> {
-        self.caught_up(id, false).await?;
+        self.caught_up(id, false, owned).await?;
         let store = &self.inner.store;
         let mut f = f;
         // A copy may be put in doubt again between the check and the read (a
@@ -453,7 +457,7 @@ impl Replication {
         id: &SessionId,
         change: impl Fn() -> Result<(T, Entry), WriteError>,
     ) -> Result<T, OwnerError> {
-        self.caught_up(id, true).await?;
+        self.caught_up(id, true, None).await?;
         if self.inner.store.known(id, now_millis()) == Known::Unknown
             && !self.read_through(id).await
             && self.inner.store.known(id, now_millis()) == Known::Unknown
@@ -595,7 +599,12 @@ impl Replication {
     /// ring, to run out, so that no node still serving by them misses it.
     /// When the other holders could not all be asked, the copy may not be
     /// trusted: [`OwnerError::Unreachable`].
-    async fn caught_up(&self, id: &SessionId, write: bool) -> Result<(), OwnerError> {
+    async fn caught_up(
+        &self,
+        id: &SessionId,
+        write: bool,
+        owned: Option<&Arc<Ring>>,
+    ) -> Result<(), OwnerError> {
         if let Some(pause) = self.inner.pause.get() {
             pause.caught_up().await;
         }
@@ -625,11 +634,13 @@ impl Replication {
                     }
                 }
             }
-        } else if inner
-            .lease_view
-            .load()
-            .may_serve(id.as_bytes(), inner.now_ms())
-            != Serve::Now
+        } else if {
+            let (view, now) = (inner.lease_view.load(), inner.now_ms());
+            match owned {
+                Some(ring) => view.may_serve_owned(ring, id.as_bytes(), now),
+                None => view.may_serve(id.as_bytes(), now),
+            }
+        } != Serve::Now
         {
             asked = Some(self.read_through(id).await);
         }
