@@ -75,9 +75,9 @@ async fn refreshes_behind_a_stalled_replica_are_bounded_and_arrive_later() {
         let now = now_millis();
         ids.iter()
             .all(|id| match copy(&cluster, 0, id) {
-                Some(Entry::Live(s)) => {
-                    now >= s.synced_expires_at - s.ttl_ms + due.as_millis() as u64
-                }
+                Some(Entry::Live(s)) => s
+                    .synced_expires_at
+                    .is_some_and(|synced| now >= synced - s.ttl_ms + due.as_millis() as u64),
                 _ => false,
             })
             .then_some(())

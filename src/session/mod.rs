@@ -39,8 +39,13 @@ pub struct Session {
     pub expires_at: UnixMillis,
     /// Idle timeout in milliseconds; each access pushes `expires_at` to now + ttl.
     pub ttl_ms: u64,
-    /// The expiry replicas were last told about (local bookkeeping, not replicated).
-    pub synced_expires_at: UnixMillis,
+    /// The expiry this node last sent the other holders (local bookkeeping, not
+    /// replicated): a read sends them a copy again once the expiry has slid a
+    /// quarter TTL past it. `None` for a copy taken in from a peer and not
+    /// served here since: its expiry already carries the replicas' slack, and
+    /// what the other holders hold is not known, so the first read here sends
+    /// them a copy (see [`crate::session::replica_copy`]).
+    pub synced_expires_at: Option<UnixMillis>,
 }
 
 impl Session {
@@ -54,7 +59,7 @@ impl Session {
             updated_at: now,
             expires_at: now.saturating_add(ttl_ms),
             ttl_ms,
-            synced_expires_at: now.saturating_add(ttl_ms),
+            synced_expires_at: Some(now.saturating_add(ttl_ms)),
         }
     }
 

@@ -151,7 +151,7 @@ impl Record {
                     updated_at: self.updated_at,
                     expires_at: self.expires_at,
                     ttl_ms: self.ttl_ms,
-                    synced_expires_at: self.expires_at,
+                    synced_expires_at: None,
                 })
             }
             None => Entry::Tombstone(Tombstone {
@@ -178,7 +178,7 @@ mod tests {
             updated_at,
             expires_at: 1_000,
             ttl_ms: 1_000,
-            synced_expires_at: 1_000,
+            synced_expires_at: None,
         })
     }
 

@@ -131,12 +131,13 @@ impl Default for Store {
 }
 
 /// An equal copy with a later expiry (the owner's reads slid it): takes the
-/// later expiry. Returns whether anything changed.
+/// later expiry, which is then a peer's (see [`Session::synced_expires_at`]).
+/// Returns whether anything changed.
 fn extend_expiry(held: &mut Entry, incoming: &Entry) -> bool {
     match (held, incoming) {
         (Entry::Live(h), Entry::Live(i)) if i.expires_at > h.expires_at => {
             h.expires_at = i.expires_at;
-            h.synced_expires_at = i.expires_at;
+            h.synced_expires_at = None;
             true
         }
         _ => false,
@@ -144,7 +145,8 @@ fn extend_expiry(held: &mut Entry, incoming: &Entry) -> bool {
 }
 
 /// How far expiry may run ahead of what replicas were told before the owner
-/// tells them again: a quarter of the session's ttl.
+/// tells them again: a quarter of the session's ttl. Also how much longer
+/// than its idle timeout a session may live on a node that takes it over.
 fn touch_slack(ttl_ms: u64) -> u64 {
     ttl_ms / 4
 }
@@ -181,8 +183,10 @@ impl Store {
     }
 
     /// Reads a live session and slides its expiry; `f` sees it under the lock.
-    /// The second value is the entry to send to replicas when its expiry has run
-    /// far enough ahead of what they were last told (see [`replica_copy`]).
+    /// The second value is the entry to send to the other holders when its
+    /// expiry has run far enough ahead of what this node last told them, or
+    /// when it has told them nothing since it took the copy in from a peer
+    /// (see [`replica_copy`]).
     /// On a miss, `f` comes back unused.
     pub fn read<T, F: FnOnce(&Session) -> T>(
         &self,
@@ -202,11 +206,13 @@ impl Store {
             return Err(f);
         };
         session.touch(now);
-        let due = session
-            .synced_expires_at
-            .saturating_add(touch_slack(session.ttl_ms));
-        let touch = (session.expires_at >= due).then(|| {
-            session.synced_expires_at = session.expires_at;
+        // A copy taken in from a peer (`None`): whatever the others were told,
+        // it was not by this node, so they are told now.
+        let due = session.synced_expires_at.is_none_or(|synced| {
+            session.expires_at >= synced.saturating_add(touch_slack(session.ttl_ms))
+        });
+        let touch = due.then(|| {
+            session.synced_expires_at = Some(session.expires_at);
             Entry::Live(session.clone())
         });
         Ok((f(session), touch))
@@ -294,7 +300,7 @@ impl Store {
         session.version = session.version.saturating_add(1);
         session.updated_at = now.max(session.updated_at);
         session.touch(now);
-        session.synced_expires_at = session.expires_at;
+        session.synced_expires_at = Some(session.expires_at);
         Ok((f(session), Entry::Live(session.clone())))
     }
 
@@ -393,7 +399,9 @@ impl Store {
             if s.data.get().len() > self.max_data_bytes {
                 return Merged::TooLarge;
             }
-            s.synced_expires_at = s.expires_at;
+            // Its expiry is the sender's: it carries the replicas' slack
+            // already, and says nothing of what the other holders hold.
+            s.synced_expires_at = None;
         }
         let mut shard = self.shard(&id).lock();
         if let Some(held) = shard.entries.get_mut(&id).filter(|h| !h.is_expired(now)) {
@@ -576,18 +584,22 @@ impl Store {
     }
 }
 
-/// The copy of `entry` to send to replicas: a live session's expiry is pushed
-/// out by the touch slack, so that a replica never expires a session that its
-/// owner still serves (reads slide the owner's expiry without telling replicas
-/// until it has moved by that much).
+/// The copy of `entry` to send to other holders. The expiry of a session this
+/// node served (read or wrote) since it last took a copy in is pushed out by
+/// the touch slack, so that no other holder expires a session that this node
+/// still serves: reads slide this node's expiry without telling the others
+/// until it has moved by that much. A copy taken in from a peer and not served
+/// here since carries that slack already and goes on as it is: passed from
+/// node to node (handoff, read-through), a session gains the slack once, not
+/// at every hop, and so outlives its idle timeout by at most a quarter of it.
 pub fn replica_copy(entry: &Entry) -> Entry {
     match entry {
-        Entry::Live(s) => {
+        Entry::Live(s) if s.synced_expires_at.is_some() => {
             let mut s = s.clone();
             s.expires_at = s.expires_at.saturating_add(touch_slack(s.ttl_ms));
             Entry::Live(s)
         }
-        Entry::Tombstone(t) => Entry::Tombstone(t.clone()),
+        entry => entry.clone(),
     }
 }
 
@@ -595,6 +607,7 @@ pub fn replica_copy(entry: &Entry) -> Entry {
 mod tests {
     use super::*;
     use crate::session::{empty_object, to_raw};
+    use proptest::prelude::*;
 
     fn session(ttl_ms: u64, now: UnixMillis) -> Session {
         Session::new(empty_object(), Duration::from_millis(ttl_ms), now)
@@ -847,7 +860,7 @@ mod tests {
             version: u64::MAX,
             expires_at: u64::MAX,
             ttl_ms: u64::MAX,
-            synced_expires_at: u64::MAX,
+            synced_expires_at: Some(u64::MAX),
             ..session(1_000, 0)
         };
         assert!(store.merge(id, Entry::Live(absurd), 10));
@@ -965,6 +978,165 @@ mod tests {
             store.merge_write(id, at(6, 30, serde_json::json!({"w": 6})), 0),
             Merged::Applied
         ));
+    }
+
+    /// The chaos soak's 404 for a live session (tests/chaos.rs), step by
+    /// step. b served the session last; a ring change hands b's copy over
+    /// to a (restarted); a serves the client's reads, sending each refresh
+    /// it owes; then a fails, and b must still hold the session the client
+    /// used less than a ttl ago. Before, a counted the copy it took in (b's
+    /// expiry plus the slack) as what b held, so it told b nothing until its
+    /// expiry passed b's by two slacks, and b answered 404.
+    #[test]
+    fn a_node_serving_a_copy_it_took_in_refreshes_the_others_first() {
+        let ttl = 1_000;
+        let (a, b) = (Store::default(), Store::default());
+        let id = SessionId::random();
+        b.insert_new(id, session(ttl, 0), 0).unwrap();
+        assert!(a.merge(id, replica_copy(&b.entry(&id, 100).unwrap()), 100));
+        let mut refreshes = 0;
+        for now in [100, 200, 300, 400] {
+            let (_, touch) = a.read(&id, now, |_| ()).ok().unwrap();
+            if let Some(touch) = touch {
+                refreshes += 1;
+                b.merge(id, replica_copy(&touch), now);
+            }
+        }
+        let (b_expiry, a_expiry) = (
+            b.entry(&id, 400).map(|e| e.expires_at()),
+            a.entry(&id, 400).map(|e| e.expires_at()),
+        );
+        assert!(
+            b_expiry >= a_expiry,
+            "b's copy expires at {b_expiry:?}, before a's at {a_expiry:?}"
+        );
+        assert!(
+            b.read(&id, 400 + ttl - 1, |_| ()).is_ok(),
+            "a failed: b serves the session read {} ms ago",
+            ttl - 1
+        );
+        assert_eq!(refreshes, 2, "at once, then a quarter ttl later");
+    }
+
+    /// A copy passed on from node to node (handoff, read-through) takes the
+    /// slack once: a session outlives its idle timeout by at most a quarter
+    /// of it wherever it is served from.
+    #[test]
+    fn a_copy_passed_on_is_not_stretched_again() {
+        let ttl = 1_000;
+        let stores: Vec<Store> = (0..4).map(|_| Store::default()).collect();
+        let id = SessionId::random();
+        stores[0].insert_new(id, session(ttl, 0), 0).unwrap();
+        for hop in 1..stores.len() {
+            let copy = replica_copy(&stores[hop - 1].entry(&id, 0).unwrap());
+            assert!(stores[hop].merge(id, copy, 0));
+        }
+        assert_eq!(
+            stores
+                .iter()
+                .map(|s| s.entry(&id, 0).map(|e| e.expires_at()))
+                .collect::<Vec<_>>(),
+            [
+                Some(ttl),
+                Some(ttl + ttl / 4),
+                Some(ttl + ttl / 4),
+                Some(ttl + ttl / 4)
+            ]
+        );
+    }
+
+    /// One step of [`every_holder_keeps_a_session_for_its_ttl_and_at_most_a_quarter_more`].
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// `node` serves a read `after` ms after the last access; its
+        /// refresh, if it sends one, reaches every other holder.
+        Read { node: usize, after: u64 },
+        /// `node` serves a write `after` ms after the last access; every
+        /// other holder takes it.
+        Write { node: usize, after: u64 },
+        /// `from` passes its copy on to `to` (handoff after a ring change,
+        /// or an answer to `to`'s read-through).
+        Pass { from: usize, to: usize },
+    }
+
+    fn steps(nodes: usize, ttl: u64) -> impl Strategy<Value = Vec<Step>> {
+        let step = prop_oneof![
+            4 => (0..nodes, 0..ttl).prop_map(|(node, after)| Step::Read { node, after }),
+            1 => (0..nodes, 0..ttl).prop_map(|(node, after)| Step::Write { node, after }),
+            2 => (0..nodes, 0..nodes)
+                .prop_filter("two nodes", |(from, to)| from != to)
+                .prop_map(|(from, to)| Step::Pass { from, to }),
+        ];
+        proptest::collection::vec(step, 1..60)
+    }
+
+    proptest! {
+        /// Whichever node serves a session (owners, nodes that take over,
+        /// nodes it was handed to), as long as the copies sent arrive: every
+        /// holder keeps it at least a ttl after the last access anywhere
+        /// (a holder that takes over never answers 404 for a session in use),
+        /// and no holder keeps it longer than a ttl and a quarter after.
+        #[test]
+        fn every_holder_keeps_a_session_for_its_ttl_and_at_most_a_quarter_more(
+            steps in steps(3, 1_000)
+        ) {
+            let ttl = 1_000;
+            let stores: Vec<Store> = (0..3).map(|_| Store::default()).collect();
+            let id = SessionId::random();
+            let (mut now, mut last_access) = (0, 0);
+            stores[0].insert_new(id, session(ttl, now), now).unwrap();
+            let created = stores[0].entry(&id, now).unwrap();
+            for other in &stores[1..] {
+                other.merge(id, replica_copy(&created), now);
+            }
+            for step in &steps {
+                match *step {
+                    Step::Read { node, after } => {
+                        now = last_access + after;
+                        last_access = now;
+                        let touch = stores[node].read(&id, now, |_| ()).ok().map(|r| r.1);
+                        prop_assert!(touch.is_some(), "{node} lost the session by {now}");
+                        if let Some(Some(touch)) = touch {
+                            for (_, other) in stores.iter().enumerate().filter(|(i, _)| *i != node) {
+                                other.merge(id, replica_copy(&touch), now);
+                            }
+                        }
+                    }
+                    Step::Write { node, after } => {
+                        now = last_access + after;
+                        last_access = now;
+                        let written = stores[node].write(&id, now, replace, |_| ());
+                        prop_assert!(written.is_ok(), "{node} lost the session by {now}");
+                        if let Ok((_, entry)) = written {
+                            for (_, other) in stores.iter().enumerate().filter(|(i, _)| *i != node) {
+                                prop_assert!(matches!(
+                                    other.merge_write(id, replica_copy(&entry), now),
+                                    Merged::Applied
+                                ));
+                            }
+                        }
+                    }
+                    Step::Pass { from, to } => {
+                        if let Some(entry) = stores[from].entry(&id, now) {
+                            stores[to].merge(id, replica_copy(&entry), now);
+                        }
+                    }
+                }
+                for (node, store) in stores.iter().enumerate() {
+                    let expiry = store.entry(&id, now).map(|e| e.expires_at());
+                    prop_assert!(
+                        expiry.is_some_and(|e| e >= last_access + ttl),
+                        "{node}'s copy expires at {expiry:?}, before {} (last access {last_access} + ttl), after {step:?}",
+                        last_access + ttl
+                    );
+                    prop_assert!(
+                        expiry.is_some_and(|e| e <= last_access + ttl + ttl / 4),
+                        "{node}'s copy expires at {expiry:?}, more than a quarter ttl after {} (last access {last_access} + ttl), after {step:?}",
+                        last_access + ttl
+                    );
+                }
+            }
+        }
     }
 
     #[test]
