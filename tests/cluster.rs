@@ -825,8 +825,6 @@ async fn a_leaving_node_takes_no_copy() {
 
     // A write's copy from node1, which has not seen the leave (as far as the
     // copy's sender goes: it is signed as node1's).
-    let signer = sessionmesh::testing::auth::Signer::new(cluster.secrets.cluster.clone());
-    let replicate = sessionmesh::testing::replication::client::REPLICATE_PATH;
     let id = sessionmesh::testing::session::SessionId::random();
     let now = sessionmesh::testing::session::now_millis();
     let body = format!(
@@ -838,25 +836,7 @@ async fn a_leaving_node_takes_no_copy() {
         .stats()
         .copies_refused_leaving
         .load(std::sync::atomic::Ordering::Relaxed);
-    let ack: Value = cluster
-        .http
-        .post(cluster.internal_url(2, replicate))
-        .header(
-            sessionmesh::testing::auth::HEADER,
-            signer.sign("node1", "POST", replicate, body.as_bytes()),
-        )
-        .header(
-            sessionmesh::testing::auth::DIGEST_HEADER,
-            sessionmesh::testing::auth::body_digest(body.as_bytes()),
-        )
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ack = cluster.replicate_as(2, "node1", body).await;
     assert_eq!(
         (&ack["leaving"], &ack["applied"]),
         (&json!(true), &json!(0)),

@@ -295,8 +295,6 @@ async fn the_session_size_limit_holds_for_every_write() {
     }
 
     // A peer's copy over the limit.
-    let signer = sessionmesh::testing::auth::Signer::new(cluster.secrets.cluster.clone());
-    let replicate = sessionmesh::testing::replication::client::REPLICATE_PATH;
     let fresh = sessionmesh::testing::session::SessionId::random();
     let now = sessionmesh::testing::session::now_millis();
     let huge = "z".repeat(70 * 1024);
@@ -304,24 +302,7 @@ async fn the_session_size_limit_holds_for_every_write() {
         r#"{{"from":"node2","records":[{{"id":"{fresh}","version":1,"updated_at":{now},"created_at":{now},"expires_at":{},"ttl_ms":60000,"data":{{"h":"{huge}"}}}}]}}"#,
         now + 60_000
     );
-    let ack: Value = http
-        .post(cluster.internal_url(0, replicate))
-        .header(
-            sessionmesh::testing::auth::HEADER,
-            signer.sign("node2", "POST", replicate, body.as_bytes()),
-        )
-        .header(
-            sessionmesh::testing::auth::DIGEST_HEADER,
-            sessionmesh::testing::auth::body_digest(body.as_bytes()),
-        )
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ack = cluster.replicate_as(0, "node2", body).await;
     assert_eq!(ack["applied"], 0, "{ack}");
     assert_eq!(ack["refused"], json!([fresh.to_string()]));
     assert!(cluster.nodes[0].node().replication().copy(&fresh).is_none());

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use common::firewall::{spec, Rules};
 use common::{wait_for, Cluster, WAIT};
+use futures_util::StreamExt;
 use serde_json::json;
 use sessionmesh::testing::session::{now_millis, replica_copy, Entry, SessionId};
 
@@ -87,11 +88,13 @@ async fn refreshes_behind_a_stalled_replica_are_bounded_and_arrive_later() {
     // node1 serves from memory only with node2's lease (a new process
     // grants none in its first term): from then on, for a term without
     // renewal, so through the cut below.
+    let due_at = started.elapsed();
     let replication = cluster.nodes[0].node().replication();
     wait_for("node1 to hold node2's lease", WAIT, || async {
         replication.lease_held().then_some(())
     })
     .await;
+    let leased_at = started.elapsed();
 
     let port = cluster.nodes[1].addrs().internal.port().to_string();
     let Some(cut) = Rules::drop_all(&[spec(&["-o", "lo", "-p", "tcp", "--dport", &port])]) else {
@@ -99,11 +102,24 @@ async fn refreshes_behind_a_stalled_replica_are_bounded_and_arrive_later() {
     };
     let overflows = || replication.stats().outbox_overflows.load(Ordering::Relaxed);
     let overflows_before = overflows();
-    for id in &ids {
-        if let Err(error) = owner.get(id).await {
+    let cut_at = started.elapsed();
+    // Concurrent reads, as clients make them: all of them must be served
+    // within the lease's term (it cannot be renewed through the cut), also
+    // on a loaded machine. One by one, they once outlasted it: each read
+    // after that waits for node2 to time out, and sessions expired unread.
+    let reads = futures_util::stream::iter(ids.iter().enumerate())
+        .map(|(i, id)| async move { (i, id, owner.get(id).await) })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await;
+    let read_in = started.elapsed() - cut_at;
+    for (i, id, read) in reads {
+        if let Err(error) = read {
             panic!(
-                "node1 must serve {id} from memory: {error:?} ({:?} since the first \
-                 creation, {created_in:?} to create them all); node1 holds {:?}",
+                "node1 must serve {id} (read {i} of {SESSIONS}) from memory: {error:?} ({:?} \
+                 since the first creation; created by {created_in:?}, refreshes due by \
+                 {due_at:?}, lease held by {leased_at:?}, cut at {cut_at:?}, every read \
+                 answered {read_in:?} after the cut); node1 holds {:?}",
                 started.elapsed(),
                 copy(&cluster, 0, id)
             );
@@ -160,8 +176,9 @@ async fn refreshes_behind_a_stalled_replica_are_bounded_and_arrive_later() {
         .count();
     assert_eq!(later, SESSIONS, "every replica's expiry moved on");
     eprintln!(
-        "{SESSIONS} refreshes behind a stalled replica: {overflowed} overflowed its outbox \
-         and were kept as hints; all on the replica {:?} after the cut was lifted",
+        "{SESSIONS} refreshes behind a stalled replica (read in {read_in:?}): {overflowed} \
+         overflowed its outbox and were kept as hints; all on the replica {:?} after the cut \
+         was lifted",
         lifted.elapsed()
     );
     cluster.shutdown().await;

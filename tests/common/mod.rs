@@ -216,6 +216,31 @@ impl Cluster {
         self.nodes[i].node().id().to_owned()
     }
 
+    /// A replication batch (`body`, JSON) posted to node `i`'s internal
+    /// listener as peer `from` signs it: its answer, JSON.
+    pub async fn replicate_as(&self, i: usize, from: &str, body: String) -> serde_json::Value {
+        let signer = sessionmesh::testing::auth::Signer::new(self.secrets.cluster.clone());
+        let path = sessionmesh::testing::replication::client::REPLICATE_PATH;
+        self.http
+            .post(self.internal_url(i, path))
+            .header(
+                sessionmesh::testing::auth::HEADER,
+                signer.sign(from, "POST", path, body.as_bytes()),
+            )
+            .header(
+                sessionmesh::testing::auth::DIGEST_HEADER,
+                sessionmesh::testing::auth::body_digest(body.as_bytes()),
+            )
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("the internal listener answers")
+            .json()
+            .await
+            .expect("a JSON acknowledgement")
+    }
+
     pub async fn shutdown(self) {
         for node in self.nodes {
             node.shutdown().await;
