@@ -40,31 +40,43 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// SIGINT and SIGTERM, listened for from the moment they are installed: a
+/// signal sent as soon as the node logs that it is ready must start the leave,
+/// not kill the process (the default action, before a handler exists).
+struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (within a runtime).
+    fn install() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// Resolves on the next SIGINT or SIGTERM.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => tracing::info!("SIGINT received"),
+            _ = self.terminate.recv() => tracing::info!("SIGTERM received"),
+        }
+        #[cfg(not(unix))]
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::error!(%error, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = term => tracing::info!("SIGTERM received"),
     }
 }
 
@@ -100,22 +112,29 @@ fn main() -> ExitCode {
             Some(_) => |_| {},
             None => demo::routes,
         };
+        let mut signals = match Signals::install() {
+            Ok(signals) => signals,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGINT and SIGTERM");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
         let node = ServedNode::start(config, routes).await?;
         tokio::select! {
-            _ = shutdown_signal() => {}
+            _ = signals.next() => {}
             _ = node.mesh().leave_requested() => {}
         }
         // A second signal while leaving means: stop now.
-        tokio::spawn(async {
-            shutdown_signal().await;
+        tokio::spawn(async move {
+            signals.next().await;
             tracing::warn!("second signal: exiting without finishing the leave");
             std::process::exit(130);
         });
         node.shutdown().await;
-        Ok::<(), sessionmesh::StartError>(())
+        Ok::<ExitCode, sessionmesh::StartError>(ExitCode::SUCCESS)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             tracing::error!("sessionmesh stopped: {error:#}");
             ExitCode::FAILURE
