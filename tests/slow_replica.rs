@@ -36,7 +36,8 @@ fn copy(cluster: &Cluster, node: usize, id: &SessionId) -> Option<Entry> {
 
 /// 1. node1 and node2, replication factor 2 (gossip every 2 s: the owner's
 ///    leases last 8 s, so it keeps serving from memory while its links to
-///    node2 are stalled); 6,000 sessions created through node1 (it owns them);
+///    node2 are stalled); once node1 holds node2's lease, 6,000 sessions
+///    created through node1 (it owns them);
 /// 2. once a read would refresh every replica's expiry, node2's internal port
 ///    is cut, and every session is read through node1: every read is served;
 ///    node1 counts outbox overflows (what did not fit is kept as hints);
@@ -53,6 +54,16 @@ async fn refreshes_behind_a_stalled_replica_are_bounded_and_arrive_later() {
     })
     .await;
     let owner = cluster.nodes[0].mesh();
+    let replication = cluster.nodes[0].node().replication();
+    // node1 serves from memory only with node2's lease (a process grants
+    // none in its first term). Sessions are created once it holds it: a copy
+    // made without it is put in doubt when the lease comes (others may have
+    // taken the session over meanwhile), and its next read asks node2 first,
+    // which the cut below would make wait for a connection timeout.
+    wait_for("node1 to hold node2's lease", WAIT, || async {
+        replication.lease_held().then_some(())
+    })
+    .await;
     let started = std::time::Instant::now();
     let mut ids = Vec::with_capacity(SESSIONS);
     for i in 0..SESSIONS {
@@ -85,12 +96,10 @@ async fn refreshes_behind_a_stalled_replica_are_bounded_and_arrive_later() {
     })
     .await;
 
-    // node1 serves from memory only with node2's lease (a new process
-    // grants none in its first term): from then on, for a term without
+    // Still held (renewed all along): from now on, for a term without
     // renewal, so through the cut below.
     let due_at = started.elapsed();
-    let replication = cluster.nodes[0].node().replication();
-    wait_for("node1 to hold node2's lease", WAIT, || async {
+    wait_for("node1 to hold node2's lease still", WAIT, || async {
         replication.lease_held().then_some(())
     })
     .await;
@@ -103,25 +112,40 @@ async fn refreshes_behind_a_stalled_replica_are_bounded_and_arrive_later() {
     let overflows = || replication.stats().outbox_overflows.load(Ordering::Relaxed);
     let overflows_before = overflows();
     let cut_at = started.elapsed();
+    let counters_at_cut = serde_json::to_string(replication.stats()).unwrap_or_default();
     // Concurrent reads, as clients make them: all of them must be served
     // within the lease's term (it cannot be renewed through the cut), also
     // on a loaded machine. One by one, they once outlasted it: each read
     // after that waits for node2 to time out, and sessions expired unread.
     let reads = futures_util::stream::iter(ids.iter().enumerate())
-        .map(|(i, id)| async move { (i, id, owner.get(id).await) })
+        .map(|(i, id)| async move {
+            let sent = started.elapsed();
+            let read = owner.get(id).await;
+            (i, id, sent, started.elapsed() - sent, read)
+        })
         .buffer_unordered(64)
         .collect::<Vec<_>>()
         .await;
     let read_in = started.elapsed() - cut_at;
-    for (i, id, read) in reads {
+    // The first read that took long, if any: when node1 stopped serving from
+    // memory (each read then waits for node2's connection to time out).
+    let first_slow = reads
+        .iter()
+        .filter(|(.., took, _)| *took > Duration::from_millis(200))
+        .map(|(_, _, sent, took, _)| (*sent, *took))
+        .min();
+    for (i, id, _, _, read) in reads {
         if let Err(error) = read {
             panic!(
                 "node1 must serve {id} (read {i} of {SESSIONS}) from memory: {error:?} ({:?} \
                  since the first creation; created by {created_in:?}, refreshes due by \
                  {due_at:?}, lease held by {leased_at:?}, cut at {cut_at:?}, every read \
-                 answered {read_in:?} after the cut); node1 holds {:?}",
+                 answered {read_in:?} after the cut, the first slow read (sent, took): \
+                 {first_slow:?}); node1 holds {:?}, holds its leases now: {}; its counters: {} (at the cut: {counters_at_cut})",
                 started.elapsed(),
-                copy(&cluster, 0, id)
+                copy(&cluster, 0, id),
+                replication.lease_held(),
+                serde_json::to_string(replication.stats()).unwrap_or_default(),
             );
         }
     }
@@ -176,10 +200,12 @@ async fn refreshes_behind_a_stalled_replica_are_bounded_and_arrive_later() {
         .count();
     assert_eq!(later, SESSIONS, "every replica's expiry moved on");
     eprintln!(
-        "{SESSIONS} refreshes behind a stalled replica (read in {read_in:?}): {overflowed} \
-         overflowed its outbox and were kept as hints; all on the replica {:?} after the cut \
-         was lifted",
-        lifted.elapsed()
+        "{SESSIONS} refreshes behind a stalled replica (created in {created_in:?}, read in \
+         {read_in:?}, first slow read {first_slow:?}): {overflowed} overflowed its outbox and \
+         were kept as hints; all on the replica {:?} after the cut was lifted (node1's \
+         counters: {}; at the cut: {counters_at_cut})",
+        lifted.elapsed(),
+        serde_json::to_string(replication.stats()).unwrap_or_default(),
     );
     cluster.shutdown().await;
 }
