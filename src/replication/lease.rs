@@ -73,6 +73,11 @@ pub struct Leases {
     /// itself among a minority may be the one cut off, and serves nothing
     /// from memory.
     quorum: bool,
+    /// `held_by_all_until` of the last view [`Leases::publish`]ed.
+    published_until: Millis,
+    /// Whether the lease was not held at some moment since it was last found
+    /// held (a new process has never held it).
+    lapsed: bool,
 }
 
 /// What request handlers consult: a snapshot of [`Leases`].
@@ -110,6 +115,8 @@ impl Leases {
             held: HashMap::new(),
             given: HashMap::new(),
             quorum: true,
+            published_until: 0,
+            lapsed: true,
         }
     }
 
@@ -203,7 +210,32 @@ impl Leases {
         self.held.retain(|_, until| *until > now);
     }
 
-    /// The snapshot for request handlers.
+    /// The snapshot for request handlers, to publish at `now`, and whether
+    /// the lease comes back with it after a lapse: then, before it is
+    /// published, every copy held must be put in doubt (others may have
+    /// taken this node's sessions over and written them meanwhile).
+    ///
+    /// A lapse is any moment without the lease since it was last found held:
+    /// a view published without it, or time run past the last one published
+    /// before this one (renewals lost for a term, then granted again), even
+    /// if every view published had it when it was published.
+    pub fn publish(&mut self, now: Millis) -> (LeaseView, bool) {
+        if now >= self.published_until {
+            self.lapsed = true;
+        }
+        let view = self.view();
+        let regained = match now < view.held_by_all_until {
+            true => std::mem::replace(&mut self.lapsed, false),
+            false => {
+                self.lapsed = true;
+                false
+            }
+        };
+        self.published_until = view.held_by_all_until;
+        (view, regained)
+    }
+
+    /// The snapshot for request handlers (see also [`Leases::publish`]).
     pub fn view(&self) -> LeaseView {
         let fingerprint = self.ring.fingerprint();
         let others: Vec<&NodeId> = self
@@ -393,6 +425,55 @@ mod tests {
             .map(|i| i.to_be_bytes().to_vec())
             .find(|k| r.owner(k).is_some_and(|o| &**o == owner))
             .unwrap()
+    }
+
+    /// The lease comes back after a lapse when time ran past the last view
+    /// published, even though every view was published with the lease held:
+    /// renewals lost for a term, then one granted (the replica could take the
+    /// owner's sessions over in between).
+    #[test]
+    fn a_lease_back_after_time_ran_past_it_is_a_lapse() {
+        let all = ["a", "b"];
+        let mut nodes: Vec<Leases> = all.iter().map(|n| node(n, &all)).collect();
+        let key = key_owned_by("a", &all);
+        let (_, first) = nodes[0].publish(0);
+        assert!(!first, "not held yet");
+        round(&mut nodes, 0);
+        let (view, regained) = nodes[0].publish(10);
+        assert!(regained, "a new process never held its lease");
+        assert_eq!(view.may_serve(&key, 10), Serve::Now);
+        // Renewed in time: no lapse.
+        round(&mut nodes, 300);
+        assert!(!nodes[0].publish(310).1);
+        // The next renewals are lost; the view published at 650 still holds
+        // (granted at 300, until 300 + TERM - MARGIN = 1200).
+        assert!(!nodes[0].publish(650).1);
+        assert_eq!(
+            nodes[0].view().may_serve(&key, 1250),
+            Serve::Ask,
+            "the lease ran out at 1200"
+        );
+        // A grant after that: the lease comes back, and it is a lapse.
+        round(&mut nodes, 1300);
+        let (view, regained) = nodes[0].publish(1310);
+        assert_eq!(view.may_serve(&key, 1310), Serve::Now);
+        assert!(regained, "the lease was not held from 1200 to 1300");
+        assert!(!nodes[0].publish(1320).1, "told once");
+    }
+
+    /// Published without the lease (a ring change cleared the grants held),
+    /// then granted again: a lapse.
+    #[test]
+    fn a_lease_back_after_a_view_without_it_is_a_lapse() {
+        let all = ["a", "b", "c"];
+        let mut nodes: Vec<Leases> = all.iter().map(|n| node(n, &all)).collect();
+        round(&mut nodes, 0);
+        assert!(nodes[0].publish(10).1);
+        nodes[0].ring_changed(ring(&["a", "b"]));
+        assert!(!nodes[0].publish(20).1, "not held under the new ring");
+        nodes[0].ring_changed(ring(&all));
+        round(&mut nodes, 30);
+        assert!(nodes[0].publish(40).1);
     }
 
     #[test]

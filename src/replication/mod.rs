@@ -887,6 +887,22 @@ impl Inner {
             .fetch_add(doubted as u64, Ordering::Relaxed);
     }
 
+    /// Publishes this node's lease view. When the lease comes back after a
+    /// lapse, others may have taken this node's sessions over and written
+    /// them meanwhile: every copy is checked with its other holders before
+    /// use again (put in doubt before the view is published, so that nothing
+    /// serves them first).
+    fn publish_lease(&self, leases: &mut Leases) {
+        let (view, regained) = leases.publish(self.now_ms());
+        if regained {
+            let doubted = self.store.doubt_all();
+            self.stats
+                .doubted_copies
+                .fetch_add(doubted as u64, Ordering::Relaxed);
+        }
+        self.lease_view.store(Arc::new(view));
+    }
+
     /// The pause watch found that the process stood still for `gap`.
     fn paused(&self, gap: Duration) {
         let doubted = self.store.doubt_all();
@@ -1098,8 +1114,6 @@ async fn renew_leases(inner: Arc<Inner>, mut views: watch::Receiver<Arc<ClusterV
     let every = Duration::from_millis(inner.leases.lock().renew_every());
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Whether the lease lapsed since it was last held (a new process has none).
-    let mut lapsed = true;
     loop {
         let view = views.borrow_and_update().clone();
         let (ask, fingerprint) = {
@@ -1108,7 +1122,7 @@ async fn renew_leases(inner: Arc<Inner>, mut views: watch::Receiver<Arc<ClusterV
             leases.set_missing(view.missing.len());
             let expired_before = inner.now_ms().saturating_sub(leases.term());
             leases.expire(expired_before);
-            inner.lease_view.store(Arc::new(leases.view()));
+            inner.publish_lease(&mut leases);
             leases.to_ask()
         };
         let sent = inner.now_ms();
@@ -1132,23 +1146,7 @@ async fn renew_leases(inner: Arc<Inner>, mut views: watch::Receiver<Arc<ClusterV
                     leases.granted(&peer, &fingerprint, term, sent);
                 }
             }
-            let next = leases.view();
-            let covered = inner.now_ms() < next.held_by_all_until;
-            if !covered {
-                lapsed = true;
-            } else if lapsed {
-                // While the lease was lapsed, others may have taken this
-                // node's sessions over and written them: its copies are
-                // checked with their other holders before use again. Before
-                // the new lease is published, so nothing serves them first.
-                lapsed = false;
-                let doubted = inner.store.doubt_all();
-                inner
-                    .stats
-                    .doubted_copies
-                    .fetch_add(doubted as u64, Ordering::Relaxed);
-            }
-            inner.lease_view.store(Arc::new(next));
+            inner.publish_lease(&mut leases);
         }
         tokio::select! {
             _ = inner.stop.cancelled() => return,
