@@ -78,6 +78,8 @@ pub struct Leases {
     /// Whether the lease was not held at some moment since it was last found
     /// held (a new process has never held it).
     lapsed: bool,
+    /// How many times the lease came back after a lapse.
+    regains: u64,
 }
 
 /// What request handlers consult: a snapshot of [`Leases`].
@@ -96,6 +98,10 @@ pub struct LeaseView {
     /// When the last grant given under another fingerprint ends: (c) holds
     /// from then on.
     pub old_grants_until: Millis,
+    /// How many times the lease came back after a lapse: an operation that
+    /// began under the lease and finds the same count and the lease held
+    /// when it ends was under it all along.
+    pub regains: u64,
     /// Before this, grants of this node's previous incarnation may still run.
     grants_from: Millis,
     quorum: bool,
@@ -117,6 +123,7 @@ impl Leases {
             quorum: true,
             published_until: 0,
             lapsed: true,
+            regains: 0,
         }
     }
 
@@ -223,14 +230,15 @@ impl Leases {
         if now >= self.published_until {
             self.lapsed = true;
         }
-        let view = self.view();
-        let regained = match now < view.held_by_all_until {
+        let regained = match now < self.view().held_by_all_until {
             true => std::mem::replace(&mut self.lapsed, false),
             false => {
                 self.lapsed = true;
                 false
             }
         };
+        self.regains += u64::from(regained);
+        let view = self.view();
         self.published_until = view.held_by_all_until;
         (view, regained)
     }
@@ -274,6 +282,7 @@ impl Leases {
             old_grants_until,
             grants_from: self.grants_from,
             quorum: self.quorum,
+            regains: self.regains,
         }
     }
 }
@@ -442,6 +451,7 @@ mod tests {
         let (view, regained) = nodes[0].publish(10);
         assert!(regained, "a new process never held its lease");
         assert_eq!(view.may_serve(&key, 10), Serve::Now);
+        let first = view.regains;
         // Renewed in time: no lapse.
         round(&mut nodes, 300);
         assert!(!nodes[0].publish(310).1);
@@ -458,7 +468,14 @@ mod tests {
         let (view, regained) = nodes[0].publish(1310);
         assert_eq!(view.may_serve(&key, 1310), Serve::Now);
         assert!(regained, "the lease was not held from 1200 to 1300");
-        assert!(!nodes[0].publish(1320).1, "told once");
+        assert_eq!(
+            view.regains,
+            first + 1,
+            "a write begun at 650 may not be acknowledged now"
+        );
+        let (view, regained) = nodes[0].publish(1320);
+        assert!(!regained, "told once");
+        assert_eq!(view.regains, first + 1);
     }
 
     /// Published without the lease (a ring change cleared the grants held),
