@@ -96,10 +96,6 @@ pub enum OwnerError {
     /// A holder that might hold a newer copy could not be asked.
     #[error("a node that may hold this session could not be reached; retry")]
     Unreachable,
-    /// This node did not get the lease a write needs in time (see
-    /// [`lease`]): another node may be serving the session.
-    #[error("this node does not hold the ownership lease for this session yet; retry")]
-    NoLease,
     #[error(
         "this node's copy of the session was stale (a replica holds version {newer}); it has been refreshed, retry"
     )]
@@ -147,9 +143,6 @@ pub struct ReplicationStats {
     /// did not cover the session, and writes that waited for a grant to end.
     pub lease_read_throughs: AtomicU64,
     pub lease_waits: AtomicU64,
-    /// Writes refused because this node did not get the lease for the
-    /// session within two terms.
-    pub writes_without_lease: AtomicU64,
     /// Times this process was found paused, and copies put in doubt then.
     pub pauses: AtomicU64,
     pub doubted_copies: AtomicU64,
@@ -206,8 +199,6 @@ struct Inner {
     /// ...which this wakes when there are new ones (it sleeps while the
     /// ring is unchanged and nothing is pending).
     hinted: Notify,
-    /// Woken whenever a new lease view is published.
-    lease_published: Notify,
     stats: ReplicationStats,
     progress: HandoffProgress,
     pause: OnceLock<PauseDetector>,
@@ -265,7 +256,6 @@ impl Replication {
             tasks: Mutex::new(Vec::new()),
             hints: Mutex::new(HashMap::new()),
             hinted: Notify::new(),
-            lease_published: Notify::new(),
             stats: ReplicationStats::default(),
             progress: HandoffProgress::default(),
             pause: OnceLock::new(),
@@ -467,7 +457,7 @@ impl Replication {
         id: &SessionId,
         change: impl Fn() -> Result<(T, Entry), WriteError>,
     ) -> Result<T, OwnerError> {
-        let regains = self.caught_up(id, true, None).await?;
+        self.caught_up(id, true, None).await?;
         if self.inner.store.known(id, now_millis()) == Known::Unknown
             && !self.read_through(id).await
             && self.inner.store.known(id, now_millis()) == Known::Unknown
@@ -495,16 +485,6 @@ impl Replication {
             };
             match self.replicate(id, &entry).await {
                 Err(OwnerError::Stale { .. }) if !retried => retried = true,
-                // The round outlived the lease (this process stood still
-                // mid-round, say): a taker-over may have written the session
-                // meanwhile, so this write is not acknowledged.
-                Ok(()) if !self.still_leased(id, regains) => {
-                    self.inner
-                        .stats
-                        .writes_without_lease
-                        .fetch_add(1, Ordering::Relaxed);
-                    return Err(OwnerError::NoLease);
-                }
                 outcome => return outcome.map(|()| value),
             }
         }
@@ -614,29 +594,22 @@ impl Replication {
     /// holds again after a ring change is looked up on the other holders first.
     ///
     /// Then the lease (see [`lease`]): when this node may not serve `id` from
-    /// memory, a read asks the other holders first. A `write` is only made
-    /// under the lease: it waits (at most two terms) for the grants it gave a
-    /// holder before it, or under another ring, to run out, so that no node
-    /// still serving by them misses it, and for the grants it needs; without
-    /// them, [`OwnerError::NoLease`]. (A write after a mere read-through could
-    /// race one made under the lease by another node: both could be
-    /// acknowledged at one version, see [`core`]'s simulation.) When the other
-    /// holders could not all be asked, the copy may not be trusted:
-    /// [`OwnerError::Unreachable`].
-    ///
-    /// Returns the lease's [`LeaseView::regains`] when it allowed the write.
+    /// memory, it asks the other holders first; a `write` also waits (at most
+    /// two terms) for the grants it gave a holder before it, or under another
+    /// ring, to run out, so that no node still serving by them misses it.
+    /// When the other holders could not all be asked, the copy may not be
+    /// trusted: [`OwnerError::Unreachable`].
     async fn caught_up(
         &self,
         id: &SessionId,
         write: bool,
         owned: Option<&Arc<Ring>>,
-    ) -> Result<u64, OwnerError> {
+    ) -> Result<(), OwnerError> {
         if let Some(pause) = self.inner.pause.get() {
             pause.caught_up().await;
         }
         let inner = &self.inner;
         let mut asked = None;
-        let mut regains = 0;
         // Two sides of a partition must not both take writes to one session:
         // a node that does not see a majority of the nodes it knows takes
         // none. Decided on the current membership view, not on the lease
@@ -647,36 +620,19 @@ impl Replication {
         }
         if write {
             let deadline = inner.now_ms() + 2 * inner.leases.lock().term();
-            let mut waited = false;
             loop {
-                // Registered before the check, so that a view published
-                // after it wakes this wait.
-                let published = inner.lease_published.notified();
                 let now = inner.now_ms();
-                let view = inner.lease_view.load();
-                let wait = match view.may_serve(id.as_bytes(), now) {
-                    Serve::Now => {
-                        regains = view.regains;
+                match inner.lease_view.load().may_serve(id.as_bytes(), now) {
+                    Serve::After(until) if until <= deadline => {
+                        inner.stats.lease_waits.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(until - now)).await;
+                    }
+                    Serve::Now => break,
+                    Serve::After(_) | Serve::Ask => {
+                        asked = Some(self.read_through(id).await);
                         break;
                     }
-                    // A grant this node gave a holder before it runs out then.
-                    Serve::After(until) if until <= deadline => until - now,
-                    // No grant yet (a ring change, a lapse, a new process):
-                    // until the next view, or the deadline.
-                    Serve::Ask if now < deadline => deadline - now,
-                    Serve::After(_) | Serve::Ask => {
-                        inner
-                            .stats
-                            .writes_without_lease
-                            .fetch_add(1, Ordering::Relaxed);
-                        return Err(OwnerError::NoLease);
-                    }
-                };
-                if !waited {
-                    waited = true;
-                    inner.stats.lease_waits.fetch_add(1, Ordering::Relaxed);
                 }
-                let _ = tokio::time::timeout(Duration::from_millis(wait), published).await;
             }
         } else if {
             let (view, now) = (inner.lease_view.load(), inner.now_ms());
@@ -700,17 +656,9 @@ impl Replication {
             None => true,
         };
         match complete {
-            true => Ok(regains),
+            true => Ok(()),
             false => Err(OwnerError::Unreachable),
         }
-    }
-
-    /// Whether the lease a write began under (its [`LeaseView::regains`]) is
-    /// still held for `id`, with no lapse since: then no other node took
-    /// the session over meanwhile, and the write may be acknowledged.
-    fn still_leased(&self, id: &SessionId, regains: u64) -> bool {
-        let view = self.inner.lease_view.load();
-        view.regains == regains && view.may_serve(id.as_bytes(), self.inner.now_ms()) == Serve::Now
     }
 
     /// Whether this node sees a majority of the nodes it knows, and so takes
@@ -953,7 +901,6 @@ impl Inner {
                 .fetch_add(doubted as u64, Ordering::Relaxed);
         }
         self.lease_view.store(Arc::new(view));
-        self.lease_published.notify_waiters();
     }
 
     /// The pause watch found that the process stood still for `gap`.
