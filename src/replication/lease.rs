@@ -230,7 +230,7 @@ impl Leases {
         if now >= self.published_until {
             self.lapsed = true;
         }
-        let regained = match now < self.view().held_by_all_until {
+        let regained = match now < self.held_by_all_until() {
             true => std::mem::replace(&mut self.lapsed, false),
             false => {
                 self.lapsed = true;
@@ -243,26 +243,25 @@ impl Leases {
         (view, regained)
     }
 
-    /// The snapshot for request handlers (see also [`Leases::publish`]).
-    pub fn view(&self) -> LeaseView {
-        let fingerprint = self.ring.fingerprint();
-        let others: Vec<&NodeId> = self
-            .ring
+    /// The earliest end of a grant held from the other members of the ring
+    /// (see [`LeaseView::held_by_all_until`]).
+    fn held_by_all_until(&self) -> Millis {
+        if !self.ring.contains(&self.me) || !self.quorum {
+            return 0;
+        }
+        self.ring
             .nodes()
             .iter()
             .filter(|n| **n != self.me)
-            .collect();
-        let held_by_all_until = if !self.ring.contains(&self.me) || !self.quorum {
-            0
-        } else if others.is_empty() {
-            Millis::MAX
-        } else {
-            others
-                .iter()
-                .map(|n| self.held.get(*n).copied().unwrap_or(0))
-                .min()
-                .unwrap_or(0)
-        };
+            .map(|n| self.held.get(n).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(Millis::MAX)
+    }
+
+    /// The snapshot for request handlers (see also [`Leases::publish`]).
+    pub fn view(&self) -> LeaseView {
+        let fingerprint = self.ring.fingerprint();
+        let held_by_all_until = self.held_by_all_until();
         let mut given = HashMap::new();
         let mut old_grants_until = 0;
         for (node, (fp, until)) in &self.given {
