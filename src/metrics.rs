@@ -267,6 +267,8 @@ pub struct Metrics {
     pub outbox_overflows: Counter,
     /// Copies from peers refused because this node was leaving.
     pub copies_refused_leaving: Counter,
+    /// Writes refused because this node did not get the session's lease in time.
+    pub writes_without_lease: Counter,
     /// Signed internal requests refused because they came again (a replay).
     pub replayed_requests: Counter,
     /// Dashboard overviews gathered from every member (concurrent requests
@@ -427,6 +429,10 @@ impl Metrics {
             "copies_refused_leaving",
             "Copies from peers refused because this node was leaving (its last handoff may be over: the writer sends them to a stand-in)",
         );
+        let writes_without_lease = counter(
+            "writes_without_lease",
+            "Writes refused (503 no_lease) because this node did not get the session's ownership lease within two terms: another node may serve it",
+        );
         let anti_entropy_sessions = counter(
             "anti_entropy_sessions",
             "Copies anti-entropy sent to a holder that lacked them or held another version",
@@ -480,6 +486,7 @@ impl Metrics {
             anti_entropy_sessions,
             outbox_overflows,
             copies_refused_leaving,
+            writes_without_lease,
             dashboard_gathers,
             replayed_requests,
             refused_copies,
@@ -619,6 +626,10 @@ impl Metrics {
         set(
             &self.copies_refused_leaving,
             load(&stats.copies_refused_leaving),
+        );
+        set(
+            &self.writes_without_lease,
+            load(&stats.writes_without_lease),
         );
         set(
             &self.anti_entropy_sessions,

@@ -10,8 +10,9 @@
 //!   acknowledged write either, nor answers 404 for a live session (zero
 //!   tolerance);
 //! - no 5xx outside a fault window (a request that overlapped a fault may get
-//!   the documented 503 `owner_unavailable` / `replication_failed` or the 502
-//!   `owner_failed`; they are counted by kind);
+//!   the documented 503 `owner_unavailable` / `replication_failed` /
+//!   `no_lease` or the 502 `owner_failed`; they are counted by kind; a window
+//!   ends once the ring, handoff and every node's leases are back);
 //! - memory back near its baseline once the sessions expired: every node's
 //!   `/api/cluster` counts reach 0, and its VmRSS comes back within
 //!   [`RSS_TOLERANCE_KIB`] of what the same node used before the soak (asserted
@@ -368,17 +369,23 @@ fn rss_of(cluster: &ChildCluster) -> BTreeMap<String, u64> {
 }
 
 /// Waits until the live nodes agree on a ring of all `NODES`, with no handoff
-/// running and no hint pending anywhere.
+/// running, no hint pending anywhere, and every node holding its leases: a
+/// fault window lasts until then (after a ring change, writes to the moved
+/// sessions wait for the new owner's lease).
 async fn wait_healed(cluster: &ChildCluster) {
     cluster.wait_ring(NODES).await;
     wait_for(
-        "handoff and hints to drain",
+        "handoff and hints to drain, and every node to hold its leases",
         Duration::from_secs(90),
         || async {
             let views = cluster.views().await?;
             views
                 .iter()
-                .all(|v| v["handoff"]["running"] == false && v["repair"]["hints_pending"] == 0)
+                .all(|v| {
+                    v["handoff"]["running"] == false
+                        && v["repair"]["hints_pending"] == 0
+                        && v["lease"]["held"] == true
+                })
                 .then_some(())
         },
     )
@@ -419,6 +426,9 @@ async fn soak(secs: u64, kinds: &[Fault], memory: Memory) {
     let ttl = format!("{SESSION_TTL_SECS}s");
     let mut cluster =
         ChildCluster::start(NODES, &["--replication-factor", "2", "--session-ttl", &ttl]).await;
+    // A node takes writes once it holds its leases (a term after the ring
+    // formed): the soak starts from a cluster ready for them.
+    wait_healed(&cluster).await;
     let shared = Arc::new(Shared {
         urls: Mutex::new(cluster.urls()),
         tally: Mutex::new(Tally::default()),

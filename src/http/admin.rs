@@ -44,6 +44,10 @@ pub(super) async fn view(node: &Node) -> serde_json::Value {
         // majority and takes no write.
         "missing": view.missing.keys().collect::<Vec<_>>(),
         "quorum": node.replication().quorum(),
+        // Whether this node holds its ownership leases now: without them it
+        // checks with the other holders before serving from memory, and a
+        // write waits for them (503 `no_lease` when they do not come).
+        "lease": { "held": node.replication().lease_held() },
         "sessions": { "owned": counts.owned, "replica": counts.replica, "other": counts.other },
         "replication": node.replication().stats(),
         "handoff": node.replication().progress(),

@@ -58,7 +58,7 @@ pub enum Error {
     /// The operation could not be done now and changed nothing that was
     /// acknowledged; retrying after [`Error::retry_after`] may succeed.
     /// `code` says why: `owner_unavailable`, `holders_unreachable`,
-    /// `replication_failed`, `stale_copy`, `overloaded`, `node_full`,
+    /// `no_lease`, `replication_failed`, `stale_copy`, `overloaded`, `node_full`,
     /// `id_collision`, `peer_too_old` or `stopped`.
     #[error("{message}")]
     Unavailable {
@@ -86,6 +86,7 @@ const UNAVAILABLE_CODES: &[&str] = &[
     "peer_too_old",
     "stopped",
     "holders_unreachable",
+    "no_lease",
     "id_collision",
 ];
 

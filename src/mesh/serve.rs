@@ -44,6 +44,9 @@ impl From<OwnerError> for Error {
             e @ OwnerError::Unreachable => {
                 Error::unavailable("holders_unreachable", e.to_string(), Duration::from_secs(1))
             }
+            e @ OwnerError::NoLease => {
+                Error::unavailable("no_lease", e.to_string(), Duration::from_secs(1))
+            }
             e @ OwnerError::Replication { .. } => {
                 Error::unavailable("replication_failed", e.to_string(), Duration::from_secs(1))
             }

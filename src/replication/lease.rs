@@ -23,8 +23,12 @@
 //! Node `M` may serve session `k` from memory (read, or write) at `now` when,
 //! with `h_1..h_n` the holders of `k` in `M`'s ring and `M = h_i` (see
 //! [`LeaseView::may_serve`]):
-//! - (a) every grant `M` gave to a holder before it (`h_j`, `j < i`) has
-//!   expired: they cannot serve it from memory (they would need `M`'s grant);
+//! - (a) every holder before it (`h_j`, `j < i`) asked `M` for a grant under
+//!   `M`'s ring, and the last grant `M` gave it has expired: they cannot serve
+//!   it from memory (they would need `M`'s grant); and having asked under this
+//!   ring, they grant nothing under the old one since, so nobody serves by
+//!   an old grant of theirs either (a holder before it that never asked under
+//!   this ring is left to failure detection);
 //! - (b) as the owner (`i = 1`), `M` holds an unexpired grant from every
 //!   other holder: they cannot serve it, by (a) for them;
 //! - (b') taking over (`i > 1`), `M` holds an unexpired grant from every
@@ -78,8 +82,6 @@ pub struct Leases {
     /// Whether the lease was not held at some moment since it was last found
     /// held (a new process has never held it).
     lapsed: bool,
-    /// How many times the lease came back after a lapse.
-    regains: u64,
 }
 
 /// What request handlers consult: a snapshot of [`Leases`].
@@ -98,10 +100,6 @@ pub struct LeaseView {
     /// When the last grant given under another fingerprint ends: (c) holds
     /// from then on.
     pub old_grants_until: Millis,
-    /// How many times the lease came back after a lapse: an operation that
-    /// began under the lease and finds the same count and the lease held
-    /// when it ends was under it all along.
-    pub regains: u64,
     /// Before this, grants of this node's previous incarnation may still run.
     grants_from: Millis,
     quorum: bool,
@@ -123,7 +121,6 @@ impl Leases {
             quorum: true,
             published_until: 0,
             lapsed: true,
-            regains: 0,
         }
     }
 
@@ -211,9 +208,13 @@ impl Leases {
         *held = (*held).max(until);
     }
 
-    /// Forgets grants given that ended before `now` (bounded state).
+    /// Forgets grants given that ended before `now` (bounded state), but
+    /// the last one given to each member of the ring under it: (b') needs to
+    /// know that a holder before this node asked under this ring.
     pub fn expire(&mut self, now: Millis) {
-        self.given.retain(|_, (_, until)| *until > now);
+        let (fingerprint, ring) = (self.ring.fingerprint(), &self.ring);
+        self.given
+            .retain(|node, (fp, until)| *until > now || (fp == fingerprint && ring.contains(node)));
         self.held.retain(|_, until| *until > now);
     }
 
@@ -237,7 +238,6 @@ impl Leases {
                 false
             }
         };
-        self.regains += u64::from(regained);
         let view = self.view();
         self.published_until = view.held_by_all_until;
         (view, regained)
@@ -281,7 +281,6 @@ impl Leases {
             old_grants_until,
             grants_from: self.grants_from,
             quorum: self.quorum,
-            regains: self.regains,
         }
     }
 }
@@ -333,6 +332,32 @@ impl LeaseView {
         self.may_serve(key, now)
     }
 
+    /// Until when the grants that let this node serve session `key` from
+    /// memory at `now` last, or `None` when it may not (see
+    /// [`LeaseView::may_serve`]). No other node can serve `key` before then:
+    /// a write begun under them is acknowledged only if it ends before.
+    pub fn serve_until(&self, key: &[u8], now: Millis) -> Option<Millis> {
+        if self.may_serve(key, now) != Serve::Now {
+            return None;
+        }
+        let holders: Vec<&NodeId> = self.ring.preference_list(key, self.copies).collect();
+        let i = holders.iter().position(|h| **h == self.me)?;
+        let held = |n: &NodeId| self.held.get(n).copied().unwrap_or(0);
+        let until = match i {
+            // (b): the owner's replicas.
+            0 => holders[1..].iter().map(|h| held(h)).min(),
+            // (b'): every member but the holders before it.
+            _ => self
+                .ring
+                .nodes()
+                .iter()
+                .filter(|n| **n != self.me && !holders[..i].contains(n))
+                .map(held)
+                .min(),
+        };
+        Some(until.unwrap_or(Millis::MAX))
+    }
+
     /// [`LeaseView::may_serve`] rule by rule.
     fn by_rules(&self, key: &[u8], now: Millis) -> Serve {
         if now < self.old_grants_until {
@@ -364,15 +389,20 @@ impl LeaseView {
         if !agreed {
             return Serve::Ask;
         }
-        // (a): the holders before it must be past the grants it gave them, and
-        // past any its previous incarnation gave, which it cannot know.
-        let wait = before
-            .iter()
-            .filter_map(|h| self.given.get(*h))
-            .copied()
-            .max()
-            .unwrap_or(0)
-            .max(self.grants_from);
+        // (a): the holders before it must be past the grants it gave them
+        // under this ring, and past any its previous incarnation gave, which
+        // it cannot know. A holder before it that never asked under this
+        // ring is not taken over: it may have moved to this ring late, with
+        // grants of the old one still running for the session's old owner
+        // (found by the property test below); its death is left to failure
+        // detection, after which this node is a holder before no one.
+        let mut wait = self.grants_from;
+        for h in before {
+            match self.given.get(*h) {
+                Some(until) => wait = wait.max(*until),
+                None => return Serve::Ask,
+            }
+        }
         match wait > now {
             true => Serve::After(wait),
             false => Serve::Now,
@@ -384,6 +414,7 @@ impl LeaseView {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::BTreeMap;
 
     const TERM: Millis = 1_000;
     const MARGIN: Millis = 100;
@@ -450,13 +481,15 @@ mod tests {
         let (view, regained) = nodes[0].publish(10);
         assert!(regained, "a new process never held its lease");
         assert_eq!(view.may_serve(&key, 10), Serve::Now);
-        let first = view.regains;
         // Renewed in time: no lapse.
         round(&mut nodes, 300);
         assert!(!nodes[0].publish(310).1);
         // The next renewals are lost; the view published at 650 still holds
-        // (granted at 300, until 300 + TERM - MARGIN = 1200).
-        assert!(!nodes[0].publish(650).1);
+        // (granted at 300, until 300 + TERM - MARGIN = 1200): a write begun
+        // then is acknowledged only if it ends before 1200.
+        let (view, regained) = nodes[0].publish(650);
+        assert!(!regained);
+        assert_eq!(view.serve_until(&key, 650), Some(1200));
         assert_eq!(
             nodes[0].view().may_serve(&key, 1250),
             Serve::Ask,
@@ -467,14 +500,9 @@ mod tests {
         let (view, regained) = nodes[0].publish(1310);
         assert_eq!(view.may_serve(&key, 1310), Serve::Now);
         assert!(regained, "the lease was not held from 1200 to 1300");
-        assert_eq!(
-            view.regains,
-            first + 1,
-            "a write begun at 650 may not be acknowledged now"
-        );
-        let (view, regained) = nodes[0].publish(1320);
+        assert_eq!(view.serve_until(&key, 1310), Some(1300 + TERM - MARGIN));
+        let (_, regained) = nodes[0].publish(1320);
         assert!(!regained, "told once");
-        assert_eq!(view.regains, first + 1);
     }
 
     /// Published without the lease (a ring change cleared the grants held),
@@ -547,6 +575,48 @@ mod tests {
             let k = k.to_be_bytes();
             assert_eq!(nodes[0].view().may_serve(&k, TERM + 1), Serve::Ask);
         }
+    }
+
+    /// The property test's find: after `a` is dropped, `d` is the second
+    /// holder of a session whose owner in the new ring, `c`, was `a`'s
+    /// replica. `c` moves to the new ring late (its old grant to `a` still
+    /// runs): `d` may not take the session over from `c` before `c` asked it
+    /// under the new ring, or `a` and `d` would both serve it.
+    #[test]
+    fn no_take_over_from_a_holder_that_never_asked_under_this_ring() {
+        let all = ["a", "b", "c", "d"];
+        let new = ["b", "c", "d"];
+        let mut nodes: Vec<Leases> = all.iter().map(|n| node(n, &all)).collect();
+        round(&mut nodes, 0);
+        let (old_ring, new_ring) = (ring(&all), ring(&new));
+        let key = (0u32..)
+            .map(|i| i.to_be_bytes().to_vec())
+            .find(|k| {
+                let old: Vec<&NodeId> = old_ring.preference_list(k, 2).collect();
+                let now: Vec<&NodeId> = new_ring.preference_list(k, 2).collect();
+                (&**old[0], &**old[1]) == ("a", "c") && (&**now[0], &**now[1]) == ("c", "d")
+            })
+            .unwrap();
+        // b and d drop a; c does not yet, and renews a's grant.
+        nodes[1].ring_changed(new_ring.clone());
+        nodes[3].ring_changed(new_ring.clone());
+        round(&mut nodes, 300);
+        assert_eq!(nodes[0].view().may_serve(&key, 300), Serve::Now);
+        // b and d grant each other under the new ring once their old grants
+        // ran out; d holds every grant but c's.
+        round(&mut nodes, 1_400);
+        assert_eq!(
+            nodes[3].view().may_serve(&key, 1_400),
+            Serve::Ask,
+            "c never asked d under the new ring"
+        );
+        // c moves to the new ring, asks d, then dies: d takes over once the
+        // grant it gave c ran out.
+        nodes[2].ring_changed(new_ring.clone());
+        round(&mut nodes, 2_400);
+        assert_eq!(nodes[3].view().may_serve(&key, 2_500), Serve::After(3_400));
+        round_without(&mut nodes, &["c"], 3_400);
+        assert_eq!(nodes[3].view().may_serve(&key, 3_400), Serve::Now);
     }
 
     #[test]
@@ -624,7 +694,12 @@ mod tests {
         /// reorders messages, through one fault at a time (a node dropped
         /// from the others' rings without knowing it, a crash detected then
         /// healed, a pause), at most one node may serve a session from memory
-        /// at any moment.
+        /// at any moment; and a node that may serve a session, under grants
+        /// that last until `u` ([`LeaseView::serve_until`]), and may again
+        /// at a later moment before `u`, was the only one that could serve
+        /// it in between (so a write it began then and acknowledges then
+        /// raced nobody), even if it was paused or moved to another ring
+        /// meanwhile.
         #[test]
         fn at_most_one_node_serves_a_session_from_memory(
             seed in any::<u64>(),
@@ -644,6 +719,11 @@ mod tests {
             let mut net: Vec<(Millis, Msg)> = Vec::new();
             let mut now: Millis = 0;
             let mut paused_until = vec![0; names.len()];
+            // Per node and key: the latest end `serve_until` gave it, and
+            // the latest such end of grants that another node served the
+            // key under (it may not serve by them again).
+            let mut promised: Vec<BTreeMap<&[u8], Millis>> = vec![BTreeMap::new(); names.len()];
+            let mut cut_off = promised.clone();
             for (kind, who, dt) in events {
                 // Time passes in small steps: deliver, renew, check.
                 let until = now + dt;
@@ -711,6 +791,32 @@ mod tests {
                             .filter(|(_, v)| v.as_ref().is_some_and(|v| v.may_serve(key, now) == Serve::Now))
                             .map(|(i, _)| names[i])
                             .collect();
+                        // A write begun under `serve_until` is acknowledged
+                        // if its node may still serve when it ends, before
+                        // that end: so no other node may have served in
+                        // between (see the test's doc).
+                        for (i, view) in views.iter().enumerate() {
+                            let Some(until) = view.as_ref().and_then(|v| v.serve_until(key, now)) else {
+                                continue;
+                            };
+                            prop_assert!(until > now);
+                            let cut = cut_off[i].get(key.as_slice()).copied().unwrap_or(0);
+                            prop_assert!(
+                                cut <= now,
+                                "at {now} ms {} may serve {key:?} again, under grants that last until {cut}, \
+                                 but another node served it since they were given",
+                                names[i]
+                            );
+                            let mine = promised[i].entry(key.as_slice()).or_insert(0);
+                            *mine = (*mine).max(until);
+                            for j in (0..names.len()).filter(|j| *j != i) {
+                                let theirs = promised[j].get(key.as_slice()).copied().unwrap_or(0);
+                                if theirs > now {
+                                    let cut = cut_off[j].entry(key.as_slice()).or_insert(0);
+                                    *cut = (*cut).max(theirs);
+                                }
+                            }
+                        }
                         if serving.len() > 1 {
                             let state: Vec<String> = sims
                                 .iter()
@@ -764,6 +870,9 @@ mod tests {
                     }
                     (2, None) if settled => {
                         sims[w].alive = false;
+                        // Whatever the process had under way died with it.
+                        promised[w].clear();
+                        cut_off[w].clear();
                         fault = Some(Fault::Crashed(w));
                     }
                     (3, Some(Fault::Crashed(x))) => {

@@ -96,6 +96,10 @@ pub enum OwnerError {
     /// A holder that might hold a newer copy could not be asked.
     #[error("a node that may hold this session could not be reached; retry")]
     Unreachable,
+    /// This node did not get the lease a write needs in time (see
+    /// [`lease`]): another node may be serving the session.
+    #[error("this node does not hold the ownership lease for this session yet; retry")]
+    NoLease,
     #[error(
         "this node's copy of the session was stale (a replica holds version {newer}); it has been refreshed, retry"
     )]
@@ -143,6 +147,9 @@ pub struct ReplicationStats {
     /// did not cover the session, and writes that waited for a grant to end.
     pub lease_read_throughs: AtomicU64,
     pub lease_waits: AtomicU64,
+    /// Writes refused because this node did not get the lease for the
+    /// session within two terms.
+    pub writes_without_lease: AtomicU64,
     /// Times this process was found paused, and copies put in doubt then.
     pub pauses: AtomicU64,
     pub doubted_copies: AtomicU64,
@@ -199,6 +206,8 @@ struct Inner {
     /// ...which this wakes when there are new ones (it sleeps while the
     /// ring is unchanged and nothing is pending).
     hinted: Notify,
+    /// Woken whenever a new lease view is published.
+    lease_published: Notify,
     stats: ReplicationStats,
     progress: HandoffProgress,
     pause: OnceLock<PauseDetector>,
@@ -256,6 +265,7 @@ impl Replication {
             tasks: Mutex::new(Vec::new()),
             hints: Mutex::new(HashMap::new()),
             hinted: Notify::new(),
+            lease_published: Notify::new(),
             stats: ReplicationStats::default(),
             progress: HandoffProgress::default(),
             pause: OnceLock::new(),
@@ -457,7 +467,7 @@ impl Replication {
         id: &SessionId,
         change: impl Fn() -> Result<(T, Entry), WriteError>,
     ) -> Result<T, OwnerError> {
-        self.caught_up(id, true, None).await?;
+        let leased_until = self.caught_up(id, true, None).await?;
         if self.inner.store.known(id, now_millis()) == Known::Unknown
             && !self.read_through(id).await
             && self.inner.store.known(id, now_millis()) == Known::Unknown
@@ -485,6 +495,18 @@ impl Replication {
             };
             match self.replicate(id, &entry).await {
                 Err(OwnerError::Stale { .. }) if !retried => retried = true,
+                // The round outlived the grants it began under (this process
+                // stood still mid-round, say), or this node may no longer
+                // serve the session (it granted a holder before it): another
+                // node may have written it meanwhile, so this write is not
+                // acknowledged.
+                Ok(()) if !self.still_leased(id, leased_until) => {
+                    self.inner
+                        .stats
+                        .writes_without_lease
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(OwnerError::NoLease);
+                }
                 outcome => return outcome.map(|()| value),
             }
         }
@@ -594,22 +616,31 @@ impl Replication {
     /// holds again after a ring change is looked up on the other holders first.
     ///
     /// Then the lease (see [`lease`]): when this node may not serve `id` from
-    /// memory, it asks the other holders first; a `write` also waits (at most
-    /// two terms) for the grants it gave a holder before it, or under another
-    /// ring, to run out, so that no node still serving by them misses it.
-    /// When the other holders could not all be asked, the copy may not be
-    /// trusted: [`OwnerError::Unreachable`].
+    /// memory, a read asks the other holders first. A `write` is only made
+    /// under the lease: it waits (at most two terms) for the grants it gave a
+    /// holder before it, or under another ring, to run out, so that no node
+    /// still serving by them misses it, and for the grants it needs; without
+    /// them, [`OwnerError::NoLease`]. (A write after a mere read-through could
+    /// race one made under the lease by another node: both could be
+    /// acknowledged at one version, see [`core`]'s simulation.) When the other
+    /// holders could not all be asked, the copy may not be trusted:
+    /// [`OwnerError::Unreachable`].
+    ///
+    /// Returns, for a write, until when the grants it is made under last
+    /// ([`lease::LeaseView::serve_until`]): no other node can serve `id`
+    /// before then, so a write that ends before is acknowledged.
     async fn caught_up(
         &self,
         id: &SessionId,
         write: bool,
         owned: Option<&Arc<Ring>>,
-    ) -> Result<(), OwnerError> {
+    ) -> Result<lease::Millis, OwnerError> {
         if let Some(pause) = self.inner.pause.get() {
             pause.caught_up().await;
         }
         let inner = &self.inner;
         let mut asked = None;
+        let mut leased_until = 0;
         // Two sides of a partition must not both take writes to one session:
         // a node that does not see a majority of the nodes it knows takes
         // none. Decided on the current membership view, not on the lease
@@ -620,19 +651,38 @@ impl Replication {
         }
         if write {
             let deadline = inner.now_ms() + 2 * inner.leases.lock().term();
+            let mut waited = false;
             loop {
+                // Registered before the check, so that a view published
+                // after it wakes this wait.
+                let published = inner.lease_published.notified();
                 let now = inner.now_ms();
-                match inner.lease_view.load().may_serve(id.as_bytes(), now) {
-                    Serve::After(until) if until <= deadline => {
-                        inner.stats.lease_waits.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(until - now)).await;
-                    }
-                    Serve::Now => break,
-                    Serve::After(_) | Serve::Ask => {
-                        asked = Some(self.read_through(id).await);
+                let view = inner.lease_view.load();
+                let wait = match view.may_serve(id.as_bytes(), now) {
+                    Serve::Now => {
+                        // (`now` if it did not answer: then the write is
+                        // not acknowledged, the safe side.)
+                        leased_until = view.serve_until(id.as_bytes(), now).unwrap_or(now);
                         break;
                     }
+                    // A grant this node gave a holder before it runs out then.
+                    Serve::After(until) if until <= deadline => until - now,
+                    // No grant yet (a ring change, a lapse, a new process):
+                    // until the next view, or the deadline.
+                    Serve::Ask if now < deadline => deadline - now,
+                    Serve::After(_) | Serve::Ask => {
+                        inner
+                            .stats
+                            .writes_without_lease
+                            .fetch_add(1, Ordering::Relaxed);
+                        return Err(OwnerError::NoLease);
+                    }
+                };
+                if !waited {
+                    waited = true;
+                    inner.stats.lease_waits.fetch_add(1, Ordering::Relaxed);
                 }
+                let _ = tokio::time::timeout(Duration::from_millis(wait), published).await;
             }
         } else if {
             let (view, now) = (inner.lease_view.load(), inner.now_ms());
@@ -656,9 +706,21 @@ impl Replication {
             None => true,
         };
         match complete {
-            true => Ok(()),
+            true => Ok(leased_until),
             false => Err(OwnerError::Unreachable),
         }
+    }
+
+    /// Whether a write begun under grants that last until `leased_until`
+    /// (see [`Replication::caught_up`]) may be acknowledged now: this node
+    /// may still serve `id`, before then. No other node could serve it in
+    /// between: they would have needed a grant this node's grantors gave it
+    /// until then, or one from this node, which would have stopped it
+    /// serving for a term (property-tested in [`lease`]).
+    fn still_leased(&self, id: &SessionId, leased_until: lease::Millis) -> bool {
+        let now = self.inner.now_ms();
+        now < leased_until
+            && self.inner.lease_view.load().may_serve(id.as_bytes(), now) == Serve::Now
     }
 
     /// Whether this node sees a majority of the nodes it knows, and so takes
@@ -901,6 +963,7 @@ impl Inner {
                 .fetch_add(doubted as u64, Ordering::Relaxed);
         }
         self.lease_view.store(Arc::new(view));
+        self.lease_published.notify_waiters();
     }
 
     /// The pause watch found that the process stood still for `gap`.

@@ -14,13 +14,11 @@
 //! keeps a real [`Leases`], asks the members of its ring for grants every
 //! third of a term over the same faulty network, puts its copies in doubt
 //! when its lease comes back after a lapse ([`Leases::publish`]), and serves
-//! a read, routed to the owner or a taker-over, from memory under its lease
-//! when its copy is trusted, else through the other holders. Writes follow
-//! one of two rules: as `Replication::caught_up` makes them today (from
-//! memory under the lease, after waiting two terms at most for grants it
-//! gave a holder before it; else after a read-through), or under the lease
-//! only (see the findings below: the rule the real code does not follow
-//! yet). (One clock for all: no drift. Hints are left out.)
+//! as `Replication::caught_up` lets it: a write from memory under its lease,
+//! after waiting (two terms at most) for grants it gave a holder before it,
+//! else after a read-through; a read, routed to the owner or a taker-over,
+//! from memory under its lease when its copy is trusted, else through the
+//! other holders. (One clock for all: no drift. Hints are left out.)
 //!
 //! A run is a list of events (a write through some node, a read-through, a
 //! pause, a join or leave; then time passes); each property is a proptest
@@ -57,30 +55,21 @@
 //! "no two writes at one version" properties with such writers fail, and
 //! stay as ignored tests to show it.
 //!
-//! KNOWN FLAWS OF THE REAL WRITE PATH, found with leases modelled; open.
-//! Each fails a property written as the code writes today (ignored, with the
-//! reason), and each case passes under the rule that would fix it, which the
-//! `with_leases_` properties and the regression tests below check:
-//! - A write without the lease is made after a read-through. Two such
-//!   writers (or one and a writer under the lease) can each be acknowledged
-//!   at one version through different stand-ins, once their refusals are
-//!   lost (`two_writers_after_read_throughs_are_both_acknowledged_at_one_version`).
-//!   The rule: a write is made only under the lease, waiting two terms at
-//!   most, else refused.
-//! - A write round that began under the lease can outlive it (its writer
-//!   paused mid-round, or its lease moved on); meanwhile the next holder,
-//!   under its own lease, writes the same version on its copy (which the
-//!   first write never reached), or serves a read from it; the first writer,
-//!   its refusals lost, is acknowledged through a stand-in
-//!   (`a_write_round_that_outlives_its_lease_is_acknowledged`,
-//!   `a_read_under_a_lease_misses_a_write_whose_round_outlived_its_own`).
-//!   The rule: a write is acknowledged only if the lease it began under is
-//!   still held with no lapse since ([`super::super::lease::LeaseView::regains`]).
-//! - Why the real code does not follow the rule yet: with it, the chaos
-//!   soaks got `503`s with no fault in progress (writes that waited two
-//!   terms for a lease at the start, and after a fault window ended while
-//!   the new ring's leases were not granted yet). The soaks' fault windows,
-//!   or the wait, need to account for lease handover first.
+//! WITH LEASES (the `with_leases_` properties), two more findings:
+//! - FIXED: a write without the lease was made after a read-through, as the
+//!   real code did then; two such writers (or one and a writer under the
+//!   lease) could each be acknowledged at one version through different
+//!   stand-ins. Now a write is made only under the lease (waiting two terms
+//!   at most, else refused), in the simulation as in `caught_up`.
+//! - FIXED: a write round that began under the lease could outlive it (its
+//!   writer paused mid-round, or its lease moved on); meanwhile the next
+//!   holder, under its own lease, wrote the same version on its copy (which
+//!   the first write never reached), or served a read from it; the first
+//!   writer, its refusals lost, was acknowledged through a stand-in. Now a
+//!   write is acknowledged only if its node may still serve the session and
+//!   the grants it began under have not run out (`LeaseView::serve_until`,
+//!   `Replication::still_leased`); else it is refused (`503 no_lease`), not
+//!   acknowledged.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -319,9 +308,9 @@ struct Reading {
 
 /// A write round in flight.
 struct Writing {
-    /// The lease's count of regains when the write began under it (leases
-    /// modelled).
-    regains: Option<u64>,
+    /// Until when the grants the write began under last (leases modelled):
+    /// it is acknowledged only if it ends before.
+    leased_until: Option<u64>,
     round: WriteRound,
     entry: Entry,
     wave: u32,
@@ -414,11 +403,9 @@ struct Sim {
     /// Every acknowledgement from this node is lost (a scripted fault).
     lose_acks_from: Option<usize>,
     seen: Seen,
-    /// Whether nodes keep leases and serve as `replication::lease` lets them.
+    /// Whether nodes keep leases and write only as `replication::lease`
+    /// lets them (from memory with a lease, else after a read-through).
     leases: bool,
-    /// With leases, whether writes are made only under them (and
-    /// acknowledged only if still held), rather than as the code does today.
-    under_lease: bool,
     /// What happened, for a failure's message.
     log: Vec<String>,
     writes: u64,
@@ -479,7 +466,6 @@ impl Sim {
             checks: Checks::default(),
             seen: Seen::default(),
             leases: false,
-            under_lease: false,
             log: Vec::new(),
             writes: 0,
             changes: 0,
@@ -594,10 +580,6 @@ impl Sim {
                 Serve::After(until) if until <= deadline => {
                     self.seen.lease_waits += 1;
                     return Phase::Waiting(until, deadline);
-                }
-                // As the code writes today: after a read-through.
-                Serve::After(_) | Serve::Ask if !self.under_lease => {
-                    return Phase::Reading(self.start_read(node, session), true);
                 }
                 // No grant yet: looks again at the next tick.
                 Serve::Ask if self.now < deadline => {
@@ -743,11 +725,17 @@ impl Sim {
             entry.version(),
             data_of(&entry)
         ));
-        let regains = self
-            .under_lease
-            .then(|| self.nodes[node].leases.view().regains);
+        let leased_until = self.leases.then(|| {
+            // Lease time is the simulation's own (`now`), as in `renew`.
+            let now = self.now;
+            self.nodes[node]
+                .leases
+                .view()
+                .serve_until(id.as_bytes(), now)
+                .unwrap_or(now)
+        });
         Some(Writing {
-            regains,
+            leased_until,
             round,
             entry,
             wave: 0,
@@ -814,15 +802,13 @@ impl Sim {
                 }
             }
             Step::Done(verdict) => {
-                let (entry, regains) = (w.entry.clone(), w.regains);
+                let (entry, leased_until) = (w.entry.clone(), w.leased_until);
                 self.ops[op].phase = Phase::Done;
-                // The rule: a round that outlived the lease it began under is
-                // not acknowledged.
-                if let (Verdict::Acknowledged { .. }, Some(regains)) = (&verdict, regains) {
+                // As `Replication::replicated_change`: a round that outlived
+                // the grants it began under is not acknowledged.
+                if let (Verdict::Acknowledged { .. }, Some(until)) = (&verdict, leased_until) {
                     let view = self.nodes[node].leases.view();
-                    if view.regains != regains
-                        || view.may_serve(id.as_bytes(), self.now) != Serve::Now
-                    {
+                    if self.now >= until || view.may_serve(id.as_bytes(), self.now) != Serve::Now {
                         self.log(format!(
                             "s{session} {} not acknowledged: its lease lapsed mid-round",
                             NAMES[node]
@@ -1612,9 +1598,6 @@ struct Mode {
     pauses: bool,
     /// Nodes keep leases, and write and read as they let them.
     leases: bool,
-    /// With leases: writes only under them, acknowledged only if still held
-    /// (the rule of the findings), rather than as the code writes today.
-    under_lease: bool,
 }
 
 /// Runs one simulation: `events` are (kind, node, session, milliseconds to
@@ -1623,7 +1606,6 @@ fn run(checks: Checks, seed: u64, rf: usize, mode: Mode, events: Events) -> Seen
     let mut sim = Sim::new(seed, rf);
     sim.checks = checks;
     sim.leases = mode.leases;
-    sim.under_lease = mode.under_lease;
     for (kind, who, session, dt) in events {
         match kind {
             0..=3 => sim.write(who, session),
@@ -1682,7 +1664,6 @@ const ONE_WRITER: Mode = Mode {
     changes: false,
     pauses: false,
     leases: false,
-    under_lease: false,
 };
 /// Pauses: the next holder takes a paused owner's sessions over.
 const STEADY: Mode = Mode {
@@ -1690,7 +1671,6 @@ const STEADY: Mode = Mode {
     changes: false,
     pauses: true,
     leases: false,
-    under_lease: false,
 };
 /// Pauses and ring changes.
 const CHANGES: Mode = Mode {
@@ -1698,7 +1678,6 @@ const CHANGES: Mode = Mode {
     changes: true,
     pauses: true,
     leases: false,
-    under_lease: false,
 };
 /// Pauses and two writers on one copy.
 const RACES: Mode = Mode {
@@ -1706,28 +1685,23 @@ const RACES: Mode = Mode {
     changes: false,
     pauses: true,
     leases: false,
-    under_lease: false,
 };
-/// Modes with leases: the nodes keep them, and write only under them (the
-/// rule the findings call for, see the module doc).
+/// Modes with leases: the nodes keep them, write from memory only under
+/// one and read through first without.
 const STEADY_LEASED: Mode = Mode {
     leases: true,
-    under_lease: true,
     ..STEADY
 };
 const CHANGES_LEASED: Mode = Mode {
     leases: true,
-    under_lease: true,
     ..CHANGES
 };
 const RACES_LEASED: Mode = Mode {
     leases: true,
-    under_lease: true,
     ..RACES
 };
 const ALL_LEASED: Mode = Mode {
     leases: true,
-    under_lease: true,
     ..ALL
 };
 const ALL: Mode = Mode {
@@ -1735,7 +1709,6 @@ const ALL: Mode = Mode {
     changes: true,
     pauses: true,
     leases: false,
-    under_lease: false,
 };
 
 proptest! {
@@ -1845,15 +1818,6 @@ proptest! {
     fn with_leases_a_read_from_memory_holds_the_latest_acknowledged_write(seed in any::<u64>(), rf in 2usize..=3, events in events()) {
         let checks = Checks { memory_reads: true, ..Checks::default() };
         run(checks, seed, rf, CHANGES_LEASED, events);
-    }
-
-    /// (3) with leases as the code writes today (after a read-through
-    /// without the lease, acknowledged however long the round took).
-    #[test]
-    #[ignore = "known flaw of the real write path (see the module doc): a write without the lease goes ahead after a read-through, and a round that outlived its lease is still acknowledged"]
-    fn with_leases_as_the_code_writes_no_two_writes_of_two_writers_are_acknowledged_at_one_version(seed in any::<u64>(), rf in 2usize..=3, events in events()) {
-        let checks = Checks { versions: true, ..Checks::default() };
-        run(checks, seed, rf, Mode { under_lease: false, ..ALL_LEASED }, events);
     }
 
     /// (5) with two writers on one copy too.
@@ -1995,7 +1959,6 @@ fn replay_case_with(checks: Checks, case: &str, leases: bool) -> Seen {
             changes,
             pauses: true,
             leases,
-            under_lease: leases,
         },
         events,
     )
@@ -2146,9 +2109,9 @@ fn a_read_through_takes_a_leavers_silence_for_a_handoff_it_did_not_make() {
     );
 }
 
-/// KNOWN FLAW of the real write path (see the module doc); this case passes
-/// under the rule that would fix it (writes only under the lease), which it
-/// replays. Found by (3) with leases and two writers. `a` owns session 1 and is
+/// FIXED (a write is made only under the lease, else refused); kept as a
+/// regression test. WAS A FINDING (from (3) with leases and two writers,
+/// found by proptest once leases were modelled). `a` owns session 1 and is
 /// paused; `c`, its replica, reads through (`a` answers the old version) and
 /// writes version 2 (`c2`). `a` resumes, its copies in doubt: it reads
 /// through too, and `c`'s answer is lost, so it writes its own version 2
@@ -2171,9 +2134,9 @@ fn two_writers_after_read_throughs_are_both_acknowledged_at_one_version() {
     );
 }
 
-/// KNOWN FLAW of the real write path (see the module doc); this case passes
-/// under the rule that would fix it (a write acknowledged only under the
-/// lease it began under), which it replays. Found by (3) with leases across
+/// FIXED (a write is acknowledged only under the lease it began under);
+/// kept as a regression test. WAS A FINDING (see the module doc); found by
+/// (3) with leases across
 /// ring changes. `e` joins and owns session 0; under its lease it writes
 /// version 2 (`e1`); its copy to `c` is lost, and `e` is paused for 600 ms
 /// mid-round. Its lease runs out; `c`, the next holder, takes over under its
@@ -2195,8 +2158,8 @@ fn a_write_round_that_outlives_its_lease_is_acknowledged() {
     );
 }
 
-/// KNOWN FLAW of the real write path, as above; passes under the rule.
-/// Found by (5) with leases and two writers. After `d` left, `c` writes session 4 under
+/// FIXED (as above); kept as a regression test. WAS A FINDING (from (5)
+/// with leases and two writers). After `d` left, `c` writes session 4 under
 /// its lease (`c1`, version 2, acknowledged). `b` gets its lease, reads
 /// through (`c`'s answer lost) and writes version 3 (`b2`); its copy to `c`
 /// is lost, its lease ends mid-round and `c` holds one again; `b` is
@@ -2219,7 +2182,7 @@ fn a_read_under_a_lease_misses_a_write_whose_round_outlived_its_own() {
 /// Replays one case: `CORE_REPLAY="seed rf concurrent changes
 /// kind,node,session,dt ..."`, with the checks `CORE_CHECKS` names (copies,
 /// won, reads, versions, handoff, memory; all by default), leases modelled
-/// (writes under them) when `CORE_LEASES` is set, printing what happened to the session of the
+/// when `CORE_LEASES` is set, printing what happened to the session of the
 /// first failure.
 #[test]
 #[ignore = "a tool: replays the case in CORE_REPLAY"]
