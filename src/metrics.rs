@@ -233,6 +233,9 @@ pub struct Metrics {
     pub link_reads: Counter,
     /// Session operations served to peers over links.
     pub link_ops: Counter,
+    /// Times the replies to one link message reached the batch size and were
+    /// sent before the rest (so that a reply buffer stays bounded).
+    pub link_replies_cut: Counter,
 
     // ---- mirrored at scrape time from the replication layer's own counters ----
     /// Copies confirmed by replicas for client writes (counted on the writer).
@@ -367,6 +370,10 @@ impl Metrics {
             "link_ops",
             "Session operations served to peers over links (requests that entered another node)",
         );
+        let link_replies_cut = counter(
+            "link_replies_cut",
+            "Times the replies to one link message reached the batch size (256 KiB) and were sent before the rest",
+        );
         let replication_writes = counter(
             "replication_writes",
             "Writes applied and acknowledged by a replica",
@@ -468,6 +475,7 @@ impl Metrics {
             ring_changes,
             link_reads,
             link_ops,
+            link_replies_cut,
             replication_writes,
             replication_failures,
             handoff_sessions_sent,

@@ -112,6 +112,28 @@ async fn page_reads_entering_other_nodes_ask_the_owner_over_links() {
     cluster.shutdown().await;
 }
 
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Opens a link to node1's internal listener as a peer does: an upgrade signed
+/// with the cluster secret.
+async fn open_signed_link(cluster: &Cluster) -> Ws {
+    let addr = cluster.nodes[0].addrs().internal;
+    let url = format!("ws://{addr}{}", sessionmesh::testing::link::LINK_PATH);
+    let signer = sessionmesh::testing::auth::Signer::new(cluster.secrets.cluster.clone());
+    let mut request = url.as_str().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "x-sessionmesh-auth",
+        signer
+            .sign("peer", "GET", sessionmesh::testing::link::LINK_PATH, b"")
+            .parse()
+            .unwrap(),
+    );
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (ws, response) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
+    assert_eq!(response.status(), 101);
+    ws
+}
+
 /// The wire protocol as a peer speaks it, against a real node:
 /// 1. an upgrade without the cluster secret's signature is refused (401);
 /// 2. a signed upgrade opens a link; requests in one message are each
@@ -145,18 +167,7 @@ async fn a_link_serves_signed_peers_frame_by_frame() {
         other => panic!("an unsigned link was not refused: {other:?}"),
     }
 
-    let signer = sessionmesh::testing::auth::Signer::new(cluster.secrets.cluster.clone());
-    let mut request = url.as_str().into_client_request().unwrap();
-    request.headers_mut().insert(
-        "x-sessionmesh-auth",
-        signer
-            .sign("peer", "GET", sessionmesh::testing::link::LINK_PATH, b"")
-            .parse()
-            .unwrap(),
-    );
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut ws, response) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
-    assert_eq!(response.status(), 101);
+    let mut ws = open_signed_link(&cluster).await;
 
     let unknown = "A".repeat(22);
     let mut message = BytesMut::new();
@@ -233,5 +244,78 @@ async fn a_link_serves_signed_peers_frame_by_frame() {
         None | Some(Err(_)) | Some(Ok(Message::Close(_))) => {}
         Some(Ok(other)) => panic!("the link stayed open: {other:?}"),
     }
+    cluster.shutdown().await;
+}
+
+/// A reply buffer does not grow with what one message asks for:
+/// 1. a session of 60 KiB (near the default `max_session_bytes`);
+/// 2. a peer reads it 400 times in one message of about 12 KB;
+/// 3. every read is answered with the whole session, in several messages,
+///    none larger than the batch size (256 KiB) plus one reply (before, all
+///    24 MB of replies were gathered into one buffer and sent as one
+///    message), and the node counted the cuts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_to_one_message_leave_in_messages_of_bounded_size() {
+    const READS: u64 = 400;
+    const DATA_BYTES: usize = 60 * 1024;
+    let cluster = Cluster::start(1).await;
+    let data = serde_json::json!({ "blob": "x".repeat(DATA_BYTES) });
+    let created: serde_json::Value = cluster
+        .http
+        .post(cluster.url(0, "/api/sessions"))
+        .json(&data)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let cuts_before = cluster.nodes[0].node().metrics().link_replies_cut.get();
+
+    let mut ws = open_signed_link(&cluster).await;
+    let mut message = BytesMut::new();
+    for request in 0..READS {
+        Frame::encode(
+            request,
+            sessionmesh::testing::link::READ,
+            id.as_bytes(),
+            &mut message,
+        );
+    }
+    ws.send(Message::Binary(message.freeze())).await.unwrap();
+
+    let one_reply = serde_json::to_vec(&data).unwrap().len() + 13;
+    let largest_allowed = 256 * 1024 + one_reply;
+    let mut answered = std::collections::BTreeSet::new();
+    let mut messages = 0;
+    while (answered.len() as u64) < READS {
+        let received = tokio::time::timeout(std::time::Duration::from_secs(30), ws.next())
+            .await
+            .expect("the replies came within 30 s");
+        let Some(Ok(Message::Binary(bytes))) = received else {
+            panic!("the link ended before every read was answered: {received:?}");
+        };
+        messages += 1;
+        assert!(
+            bytes.len() <= largest_allowed,
+            "a reply message of {} bytes (at most {largest_allowed} allowed)",
+            bytes.len()
+        );
+        for frame in Frame::decode_all(bytes) {
+            let frame = frame.expect("whole frames");
+            assert_eq!(frame.kind, sessionmesh::testing::link::FOUND);
+            let got: serde_json::Value = serde_json::from_slice(&frame.body).unwrap();
+            assert_eq!(got, data, "read {} answered with other data", frame.id);
+            assert!(
+                answered.insert(frame.id),
+                "read {} answered twice",
+                frame.id
+            );
+        }
+    }
+    assert_eq!(answered, (0..READS).collect());
+    let cuts = cluster.nodes[0].node().metrics().link_replies_cut.get() - cuts_before;
+    assert!(messages > 1 && cuts > 0, "{messages} messages, {cuts} cuts");
     cluster.shutdown().await;
 }

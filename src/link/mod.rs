@@ -65,8 +65,9 @@ pub const SYNC_REPLY: u8 = 0x87;
 /// Bytes of a frame before its body: length, request id, kind.
 const HEADER_BYTES: usize = 4 + 8 + 1;
 
-/// Messages are cut at about this size when frames queue up; a single larger
-/// frame (a large session) goes alone.
+/// Messages are cut at about this size when frames queue up, and when the
+/// replies to one message add up (many reads of large sessions); a single
+/// larger frame (a large session) goes alone.
 pub(crate) const BATCH_BYTES: usize = 256 * 1024;
 
 /// Largest replication batch sent over a link; larger ones (handoff of large

@@ -9,8 +9,8 @@ use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 
 use super::{
-    Frame, ACK, FAILED, FOUND, LEASE, LEASE_REPLY, MISSING, OP, OP_REPLY, READ, REPLICATE, SYNC,
-    SYNC_REPLY,
+    Frame, ACK, BATCH_BYTES, FAILED, FOUND, LEASE, LEASE_REPLY, MISSING, OP, OP_REPLY, READ,
+    REPLICATE, SYNC, SYNC_REPLY,
 };
 use crate::mesh::{DocumentWire, ErrorWire};
 use crate::node::Node;
@@ -75,7 +75,18 @@ async fn serve(
                     let mut answer = Box::pin(answer(node.clone(), frame));
                     // Most reads are answered at once: no task for them.
                     match (&mut answer).now_or_never() {
-                        Some(reply) => replies.extend_from_slice(&reply),
+                        Some(reply) => {
+                            replies.extend_from_slice(&reply);
+                            // Many reads of large sessions in one small
+                            // message: their replies leave in messages of
+                            // about BATCH_BYTES, not all in one buffer.
+                            if replies.len() >= BATCH_BYTES {
+                                node.metrics().link_replies_cut.inc();
+                                if session.binary(replies.split().freeze()).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
                         None => {
                             let Ok(permit) = pending.clone().acquire_owned().await else {
                                 return;
