@@ -699,7 +699,10 @@ mod tests {
         /// at a later moment before `u`, was the only one that could serve
         /// it in between (so a write it began then and acknowledges then
         /// raced nobody), even if it was paused or moved to another ring
-        /// meanwhile.
+        /// meanwhile. Each node's clock runs at its own rate, up to
+        /// `LEASE_DRIFT` thousandths (default 50) off the simulation's: two
+        /// clocks up to 10 % apart, what `MARGIN` of `TERM` allows for (as
+        /// the nodes' margin, a tenth of the term plus 10 ms).
         #[test]
         fn at_most_one_node_serves_a_session_from_memory(
             seed in any::<u64>(),
@@ -708,6 +711,15 @@ mod tests {
             use rand::{Rng, SeedableRng};
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let names = ["a", "b", "c", "d"];
+            // Clock rates in thousandths, from a generator of their own (the
+            // network's draws stay as they were for a seed).
+            let drift: u64 = std::env::var("LEASE_DRIFT").ok().and_then(|d| d.parse().ok()).unwrap_or(50);
+            let mut rates_rng = rand::rngs::StdRng::seed_from_u64(!seed);
+            let rates: Vec<u64> = names.iter().map(|_| rates_rng.random_range(1000 - drift..=1000 + drift)).collect();
+            // Node `i`'s clock at simulation time `t`, and the simulation
+            // time its clock reaches `local` (its leases count on it).
+            let local = |i: usize, t: Millis| t * rates[i] / 1000;
+            let sim_time = |i: usize, local: Millis| (local * 1000).div_ceil(rates[i]);
             let full = ring(&names);
             let mut sims: Vec<Sim> = names
                 .iter()
@@ -739,9 +751,10 @@ mod tests {
                             let to = names.iter().position(|n| **n == *peer).unwrap();
                             let delay = rng.random_range(0..200);
                             if rng.random_bool(0.1) { continue; } // lost
-                            net.push((now + delay, Msg::Ask { from: i, to, fp: fp.clone(), sent: now }));
+                            let sent = local(i, now);
+                            net.push((now + delay, Msg::Ask { from: i, to, fp: fp.clone(), sent }));
                             if rng.random_bool(0.05) { // duplicated
-                                net.push((now + delay + 50, Msg::Ask { from: i, to, fp: fp.clone(), sent: now }));
+                                net.push((now + delay + 50, Msg::Ask { from: i, to, fp: fp.clone(), sent }));
                             }
                         }
                     }
@@ -755,7 +768,7 @@ mod tests {
                             Msg::Ask { from, to, fp, sent } => {
                                 if !sims[to].alive || now < paused_until[to] { continue; }
                                 let asker: NodeId = names[from].into();
-                                if let Some(term) = sims[to].leases.request(&asker, &fp, now) {
+                                if let Some(term) = sims[to].leases.request(&asker, &fp, local(to, now)) {
                                     let delay = rng.random_range(0..200);
                                     if !rng.random_bool(0.1) {
                                         net.push((now + delay, Msg::Grant { from: to, to: from, fp, term, sent }));
@@ -776,7 +789,9 @@ mod tests {
                         .map(|(i, s)| (s.alive && now >= paused_until[i]).then(|| s.leases.view()))
                         .collect();
                     for key in &keys {
-                        for view in views.iter().flatten() {
+                        for (i, view) in views.iter().enumerate() {
+                            let Some(view) = view else { continue };
+                            let now = local(i, now);
                             prop_assert_eq!(view.may_serve(key, now), view.by_rules(key, now));
                             if view.ring.owner(key) == Some(&view.me) {
                                 prop_assert_eq!(
@@ -788,7 +803,7 @@ mod tests {
                         let serving: Vec<&str> = views
                             .iter()
                             .enumerate()
-                            .filter(|(_, v)| v.as_ref().is_some_and(|v| v.may_serve(key, now) == Serve::Now))
+                            .filter(|(i, v)| v.as_ref().is_some_and(|v| v.may_serve(key, local(*i, now)) == Serve::Now))
                             .map(|(i, _)| names[i])
                             .collect();
                         // A write begun under `serve_until` is acknowledged
@@ -796,10 +811,12 @@ mod tests {
                         // that end: so no other node may have served in
                         // between (see the test's doc).
                         for (i, view) in views.iter().enumerate() {
-                            let Some(until) = view.as_ref().and_then(|v| v.serve_until(key, now)) else {
+                            let Some(until) = view.as_ref().and_then(|v| v.serve_until(key, local(i, now))) else {
                                 continue;
                             };
-                            prop_assert!(until > now);
+                            prop_assert!(until > local(i, now));
+                            // From here on in the simulation's time.
+                            let until = sim_time(i, until);
                             let cut = cut_off[i].get(key.as_slice()).copied().unwrap_or(0);
                             prop_assert!(
                                 cut <= now,
@@ -882,7 +899,7 @@ mod tests {
                         fault = Some(Fault::Detected(x));
                     }
                     (1, Some(Fault::Crashed(x) | Fault::Detected(x))) => {
-                        let mut leases = Leases::new(names[x].into(), TERM, MARGIN, 2, now);
+                        let mut leases = Leases::new(names[x].into(), TERM, MARGIN, 2, local(x, now));
                         leases.ring_changed(full.clone());
                         sims[x] = Sim { leases, alive: true };
                         for sim in &mut sims { sim.leases.ring_changed(full.clone()); }
@@ -895,7 +912,9 @@ mod tests {
                     }
                     _ => {}
                 }
-                for sim in &mut sims { sim.leases.expire(now.saturating_sub(10_000)); }
+                for (i, sim) in sims.iter_mut().enumerate() {
+                    sim.leases.expire(local(i, now).saturating_sub(10_000));
+                }
             }
         }
     }
