@@ -144,17 +144,9 @@ async fn open_signed_link(cluster: &Cluster) -> Ws {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_serves_signed_peers_frame_by_frame() {
     let cluster = Cluster::start(1).await;
-    let http = &cluster.http;
-    let created: serde_json::Value = http
-        .post(cluster.url(0, "/api/sessions"))
-        .json(&serde_json::json!({"name": "Ada", "n": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
+    let id = cluster
+        .create_session(0, &serde_json::json!({"name": "Ada", "n": 1}))
+        .await;
     let addr = cluster.nodes[0].addrs().internal;
     let url = format!("ws://{addr}{}", sessionmesh::testing::link::LINK_PATH);
 
@@ -260,17 +252,7 @@ async fn replies_to_one_message_leave_in_messages_of_bounded_size() {
     const DATA_BYTES: usize = 60 * 1024;
     let cluster = Cluster::start(1).await;
     let data = serde_json::json!({ "blob": "x".repeat(DATA_BYTES) });
-    let created: serde_json::Value = cluster
-        .http
-        .post(cluster.url(0, "/api/sessions"))
-        .json(&data)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
+    let id = cluster.create_session(0, &data).await;
     let cuts_before = cluster.nodes[0].node().metrics().link_replies_cut.get();
 
     let mut ws = open_signed_link(&cluster).await;

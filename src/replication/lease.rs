@@ -716,10 +716,10 @@ mod tests {
             let drift: u64 = std::env::var("LEASE_DRIFT").ok().and_then(|d| d.parse().ok()).unwrap_or(50);
             let mut rates_rng = rand::rngs::StdRng::seed_from_u64(!seed);
             let rates: Vec<u64> = names.iter().map(|_| rates_rng.random_range(1000 - drift..=1000 + drift)).collect();
-            // Node `i`'s clock at simulation time `t`, and the simulation
-            // time its clock reaches `local` (its leases count on it).
+            // Node `i`'s clock at simulation time `t` (its leases count on
+            // it), and the simulation time at which that clock reads `at`.
             let local = |i: usize, t: Millis| t * rates[i] / 1000;
-            let sim_time = |i: usize, local: Millis| (local * 1000).div_ceil(rates[i]);
+            let sim_time = |i: usize, at: Millis| (at * 1000).div_ceil(rates[i]);
             let full = ring(&names);
             let mut sims: Vec<Sim> = names
                 .iter()

@@ -216,6 +216,21 @@ impl Cluster {
         self.nodes[i].node().id().to_owned()
     }
 
+    /// Creates a session with `data` through node `i`'s public API: its id.
+    pub async fn create_session(&self, i: usize, data: &serde_json::Value) -> String {
+        let created: serde_json::Value = self
+            .http
+            .post(self.url(i, "/api/sessions"))
+            .json(data)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        created["id"].as_str().expect("a session id").to_owned()
+    }
+
     /// A replication batch (`body`, JSON) posted to node `i`'s internal
     /// listener as peer `from` signs it: its answer, JSON.
     pub async fn replicate_as(&self, i: usize, from: &str, body: String) -> serde_json::Value {
